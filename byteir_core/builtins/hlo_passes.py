@@ -1,0 +1,38 @@
+"""Built-in ``hlo`` pass groups: run on StableHLO before partitioning, in ``order``.
+
+The StableHLO passes this MLIR build exposes are limited (``stablehlo-aggressive-simplification`` and
+``-folder`` are not registered in the wheel), so constant folding of whole ops is done by our own
+``fold-constants`` group, which evaluates small all-constant ops with the reference interpreter.
+"""
+
+from __future__ import annotations
+
+from ..hookspecs import hookimpl
+from ..interfaces import PassGroup
+from .constant_folding import fold_constants
+
+BYTEIR_PLUGIN_API = "1.0"
+
+GROUPS = [
+    PassGroup("legalize", "hlo", 0,
+              pipeline="func.func(chlo-legalize-to-stablehlo),func.func(stablehlo-legalize-deprecated-ops),"
+                       "func.func(stablehlo-legalize-composite-to-call)",
+              description="CHLO and deprecated StableHLO ops to current StableHLO"),
+    PassGroup("inline", "hlo", 10, pipeline="inline,symbol-dce",
+              description="inline calls into @main and drop dead private functions"),
+    PassGroup("shape-refinement", "hlo", 20,
+              pipeline="stablehlo-refine-shapes,func.func(stablehlo-canonicalize-dynamism)",
+              description="propagate static shapes from the arguments through the program"),
+    PassGroup("canonicalize", "hlo", 30, pipeline="canonicalize",
+              description="MLIR canonicalization patterns and op folders"),
+    PassGroup("fold-constants", "hlo", 40, run=fold_constants,
+              description="evaluate small ops whose operands are all constants"),
+    PassGroup("cse", "hlo", 50, pipeline="cse,canonicalize",
+              description="common subexpression elimination"),
+]
+
+
+@hookimpl
+def byteir_register_pass_groups(register):
+    for g in GROUPS:
+        register(g)

@@ -1,0 +1,162 @@
+"""Built-in ``reference`` backend and provider: StableHLO clusters run by the StableHLO reference interpreter.
+
+It is the correctness oracle and the last link of every fallback chain, not a fast path (about 1000x
+slower than compiled code). The interpreter aborts the whole process (LLVM ERROR) on an op it does not
+know, so this backend claims only ops on :data:`INTERPRETER_OPS` with static shapes, recursively through
+regions; deprecated ops are legalized by the ``legalize`` pass group before partitioning.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..dtypes import TensorSpec
+from ..errors import ProviderError
+from ..hookspecs import hookimpl
+from ..interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
+from ..mlir import ir, new_context, stablehlo_api
+
+BYTEIR_PLUGIN_API = "1.0"
+
+CALLEE = "reference.stablehlo"
+
+#: Ops the StableHLO interpreter executes (checked by tests/test_reference_ops.py, op by op, in a subprocess).
+INTERPRETER_OPS = frozenset(f"stablehlo.{n}" for n in """
+    abs add and atan2 bitcast_convert broadcast_in_dim case cbrt ceil clamp compare complex concatenate
+    constant convert convolution cosine count_leading_zeros divide dot_general dynamic_slice
+    dynamic_update_slice exponential exponential_minus_one floor gather get_tuple_element if imag iota
+    is_finite log log_plus_one logistic map maximum minimum multiply negate not optimization_barrier or pad
+    popcnt power real reduce reduce_precision reduce_window remainder reshape return reverse
+    round_nearest_afz round_nearest_even rsqrt scatter select select_and_scatter shift_left
+    shift_right_arithmetic shift_right_logical sign sine slice sort sqrt subtract tan tanh transpose tuple
+    while xor""".split())
+
+_INTERPRETER_TYPES = {"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64",
+                      "ui8", "ui16", "ui32", "ui64"}
+
+
+def _type_ok(t) -> bool:
+    if isinstance(t, ir.TupleType):
+        return all(_type_ok(t.get_type(i)) for i in range(t.num_types))
+    if not isinstance(t, ir.RankedTensorType):
+        return False
+    return t.has_static_shape and str(t.element_type) in _INTERPRETER_TYPES
+
+
+def interpreter_supports(op) -> bool:
+    """True when the interpreter can run ``op`` (and everything nested in it) without aborting."""
+    op = op.operation
+    if op.name not in INTERPRETER_OPS:
+        return False
+    if not all(_type_ok(v.type) for v in list(op.operands) + list(op.results)):
+        return False
+    for region in op.regions:
+        for block in region.blocks:
+            if not all(_type_ok(a.type) for a in block.arguments):
+                return False
+            for inner in block.operations:
+                if not interpreter_supports(inner):
+                    return False
+    return True
+
+
+def _bf16_boundary_wrapper(cluster: Cluster) -> str:
+    """The cluster's text with bf16 arguments/results passed as i16 bit patterns.
+
+    NumPy cannot hand bf16 to (or take it from) MLIR attributes through the buffer protocol, so the kernel
+    takes and returns i16 and bitcasts at its boundary; the original ``@main`` becomes ``@__inner``.
+    """
+    def boundary(spec: TensorSpec) -> str:
+        return spec.tensor_type().replace("bf16", "i16") if spec.dtype == "bf16" else spec.tensor_type()
+
+    ins, outs = cluster.inputs, cluster.outputs
+    lines, call_args = [], []
+    for i, s in enumerate(ins):
+        if s.dtype == "bf16":
+            lines.append(f"%in{i} = stablehlo.bitcast_convert %arg{i} : ({boundary(s)}) -> {s.tensor_type()}")
+            call_args.append(f"%in{i}")
+        else:
+            call_args.append(f"%arg{i}")
+    results = [f"%r#{i}" for i in range(len(outs))] if len(outs) > 1 else ["%r"]
+    lines.append(f"%r{':' + str(len(outs)) if len(outs) > 1 else ''} = func.call @__inner({', '.join(call_args)})"
+                 f" : ({', '.join(s.tensor_type() for s in ins)}) -> ({', '.join(s.tensor_type() for s in outs)})")
+    rets = []
+    for i, s in enumerate(outs):
+        if s.dtype == "bf16":
+            lines.append(f"%out{i} = stablehlo.bitcast_convert {results[i]} : ({s.tensor_type()}) -> {boundary(s)}")
+            rets.append(f"%out{i}")
+        else:
+            rets.append(results[i])
+    lines.append(f"return {', '.join(rets)} : {', '.join(boundary(s) for s in outs)}")
+    args = ", ".join(f"%arg{i}: {boundary(s)}" for i, s in enumerate(ins))
+    wrapper = (f"func.func @main({args}) -> ({', '.join(boundary(s) for s in outs)}) {{\n  "
+               + "\n  ".join(lines) + "\n}\n")
+    inner = str(cluster.module).replace("func.func @main(", "func.func private @__inner(", 1).rstrip()
+    return inner[:-1] + wrapper + "}\n"  # both functions inside the one module
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+    device = "cpu"
+    description = "StableHLO reference interpreter: the correctness oracle and last fallback (slow)"
+
+    def claims(self, op) -> int | None:
+        return 0 if interpreter_supports(op) else None
+
+    def compile(self, cluster: Cluster) -> CompiledCluster:
+        uses_bf16 = any(s.dtype == "bf16" for s in cluster.inputs + cluster.outputs)
+        text = _bf16_boundary_wrapper(cluster) if uses_bf16 else str(cluster.module)
+        blob = stablehlo_api.serialize_portable_artifact_str(text, stablehlo_api.get_current_version())
+        return CompiledCluster(CALLEE, Kernel("stablehlo-portable", blob, "main"))
+
+
+def _to_attr(a: np.ndarray):
+    if a.dtype.name == "bfloat16":
+        return ir.DenseElementsAttr.get(np.ascontiguousarray(a).view(np.int16))
+    return ir.DenseElementsAttr.get(np.ascontiguousarray(a))
+
+
+class ReferenceProvider(Provider):
+    name = "reference"
+    device = "cpu"
+    callees = (CALLEE,)
+    description = "runs stablehlo-portable kernels in the StableHLO interpreter"
+
+    def __init__(self):
+        self._ctx = None
+        # The interpreter and attribute creation share one MLIR context; one call at a time keeps the
+        # oracle simple and safe under concurrent requests (it is not a fast path).
+        self._lock = threading.Lock()
+
+    def load(self, callee, kernel, attrs):
+        if kernel is None or kernel.format != "stablehlo-portable":
+            raise ProviderError(f"{callee} needs a stablehlo-portable kernel, got "
+                                f"{kernel.format if kernel else 'none'}")
+        with self._lock:
+            if self._ctx is None:
+                self._ctx = new_context()
+            try:
+                module = stablehlo_api.deserialize_portable_artifact(self._ctx, kernel.data)
+            except Exception as e:  # noqa: BLE001
+                raise ProviderError(f"{callee}: kernel is not a readable StableHLO portable artifact: {e}") from None
+
+        def run(inputs, outputs):
+            with self._lock, self._ctx, ir.Location.unknown():
+                results = stablehlo_api.eval_module(module, [_to_attr(a) for a in inputs])
+                for out, res in zip(outputs, results):
+                    val = np.asarray(res)
+                    out.view(np.uint8).reshape(-1)[:] = np.ascontiguousarray(val).view(np.uint8).reshape(-1)
+
+        return run
+
+
+@hookimpl
+def byteir_register_backends(register):
+    register(ReferenceBackend())
+
+
+@hookimpl
+def byteir_register_providers(register):
+    register(ReferenceProvider())

@@ -1,0 +1,118 @@
+"""The ByRE format: an :class:`Artifact` wraps a :class:`ByreModule` and knows how to save and show it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import ByreFormatError
+from .format import BYRE_VERSION, Arg, Buffer, ByreModule, KernelEntry, Step, to_mlir_module, to_mlir_text
+from .reader import MAGIC, read_byre
+
+__all__ = ["Artifact", "ByreModule", "Arg", "Buffer", "Step", "KernelEntry", "BYRE_VERSION", "read_artifact",
+           "to_mlir_text"]
+
+#: Bytecode version written; MLIR readers accept it back to version 0.
+BYTECODE_VERSION = 6
+
+
+class Artifact:
+    """A compiled program. ``save(path)`` writes bytecode (``.byre``) or text (``.byre.mlir``)."""
+
+    def __init__(self, module: ByreModule, path: str | None = None):
+        self.module = module
+        self.path = path
+        self._bytes: bytes | None = None
+
+    @property
+    def manifest(self) -> dict:
+        return self.module.manifest
+
+    @property
+    def report(self) -> dict:
+        return self.module.report
+
+    def to_bytes(self) -> bytes:
+        if self._bytes is None:
+            from ..mlir import module_to_bytecode, new_context
+
+            self._bytes = module_to_bytecode(to_mlir_module(self.module, new_context()), BYTECODE_VERSION)
+        return self._bytes
+
+    def text(self, elide_payloads: bool = True) -> str:
+        """The textual ByRE; payloads (kernels, weights) are elided unless asked for."""
+        from ..mlir import new_context
+
+        m = to_mlir_module(self.module, new_context())
+        if elide_payloads:
+            return m.operation.get_asm(large_elements_limit=16)
+        return str(m)
+
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a failed or interrupted save leaves no half-written file behind."""
+        path = Path(path)
+        data = self.text(elide_payloads=False).encode() if path.name.endswith(".mlir") else self.to_bytes()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.path = str(path)
+        return path
+
+    def summary(self) -> dict:
+        """Version, manifest, ops per backend, weight bytes, kernels, arena: what ``byteir inspect`` shows."""
+        bm = self.module
+        per_backend: dict[str, int] = {}
+        for s in bm.steps:
+            if s.op == "compute":
+                per_backend[s.backend] = per_backend.get(s.backend, 0) + 1
+        return {
+            "path": self.path,
+            "byre_version": bm.version,
+            "manifest": bm.manifest,
+            "inputs": [{"name": a.name, "type": str(a.spec)} for a in bm.args if a.kind == "input"],
+            "outputs": [{"name": a.name, "type": str(a.spec)} for a in bm.args if a.kind == "output"],
+            "computes_per_backend": per_backend,
+            "ops_per_backend": bm.report.get("ops_per_backend", {}),
+            "steps": {"compute": sum(s.op == "compute" for s in bm.steps),
+                      "copy": sum(s.op == "copy" for s in bm.steps),
+                      "alias": sum(b.kind == "alias" for b in bm.buffers)},
+            "weights": {"count": len(bm.weights), "bytes": sum(len(w) for w in bm.weights.values())},
+            "kernels": [{"name": k.name, "backend": k.backend, "format": k.kernel.format,
+                         "bytes": len(k.kernel.data)} for k in bm.kernels.values()],
+            "arena_bytes": bm.arena_bytes,
+        }
+
+
+def read_artifact(source, *, expected_sha256: str | None = None) -> Artifact:
+    """Read a ``.byre`` / ``.byre.mlir`` file (or its bytes) and verify it."""
+    if isinstance(source, Artifact):
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, where = bytes(source), "<bytes>"
+    else:
+        where = str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as e:
+            raise ByreFormatError(where, f"cannot read: {e.strerror}") from None
+    if expected_sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != expected_sha256.lower():
+            from ..errors import ArtifactIntegrityError
+
+            raise ArtifactIntegrityError(f"{where}: sha256 is {got}, but {expected_sha256} was pinned")
+    art = Artifact(read_byre(data, where), None if where == "<bytes>" else where)
+    if data.startswith(MAGIC):
+        art._bytes = data
+    return art

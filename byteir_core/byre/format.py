@@ -1,0 +1,216 @@
+"""ByRE v1: the compiler's output and the runtime's input (see docs/byre.md).
+
+In memory a ByRE program is a :class:`ByreModule` (plain Python data, no MLIR objects). On disk it is one
+MLIR module -- bytecode (``.byre``) or text (``.byre.mlir``) -- holding ``byre.kernel`` and ``byre.weight``
+ops whose payloads are byte tensors, and an entry ``func.func`` whose body is a list of ``memref.alloc``,
+``byre.alias``, ``byre.compute`` and ``byre.copy`` ops over memref arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..dtypes import TensorSpec
+from ..interfaces import Kernel
+
+BYRE_VERSION = "1.0"
+ARG_KINDS = ("input", "output", "weight")
+READ, WRITE = 1, 2
+
+
+@dataclass
+class Arg:
+    name: str
+    kind: str  # input | output | weight
+    spec: TensorSpec
+    weight: str | None = None  # symbol of the byre.weight that holds its value (kind == weight)
+
+
+@dataclass
+class Buffer:
+    """A memref in the entry function: an argument, an arena allocation or an alias (view) of another."""
+
+    id: int
+    spec: TensorSpec
+    kind: str  # arg | alloc | alias
+    arg: int | None = None  # kind == arg: argument index
+    arena_offset: int | None = None  # kind == alloc: byte offset in the request arena
+    source: int | None = None  # kind == alias: buffer viewed
+    byte_offset: int = 0  # kind == alias: offset into the source, in bytes
+
+
+@dataclass
+class Step:
+    op: str  # compute | copy
+    operands: list[int]  # buffer ids
+    callee: str = ""
+    kernel: str | None = None
+    effects: list[int] = field(default_factory=list)  # READ/WRITE per operand (compute)
+    backend: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class KernelEntry:
+    name: str
+    backend: str
+    kernel: Kernel
+
+
+@dataclass
+class ByreModule:
+    args: list[Arg]
+    buffers: list[Buffer]
+    steps: list[Step]
+    kernels: dict[str, KernelEntry]
+    weights: dict[str, bytes]
+    arena_bytes: int = 0
+    manifest: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    version: str = BYRE_VERSION
+
+    def payload_digest(self) -> str:
+        """sha256 over every kernel and weight payload, stored in the file to detect silent corruption."""
+        h = hashlib.sha256()
+        for name in sorted(self.kernels):
+            h.update(name.encode() + b"\0" + self.kernels[name].kernel.data)
+        for name in sorted(self.weights):
+            h.update(name.encode() + b"\0" + self.weights[name])
+        return h.hexdigest()
+
+    def inputs(self) -> list[int]:
+        return [i for i, a in enumerate(self.args) if a.kind == "input"]
+
+    def outputs(self) -> list[int]:
+        return [i for i, a in enumerate(self.args) if a.kind == "output"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Attribute text helpers
+
+
+def _q(s: str) -> str:
+    return json.dumps(s)  # MLIR string literals accept JSON's escapes for the characters we emit
+
+
+def _attr(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return f"{v} : i64"
+    if isinstance(v, float):
+        return f"{v!r} : f64"
+    if isinstance(v, str):
+        return _q(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_attr(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_q(str(k))} = {_attr(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot put {type(v).__name__} into a ByRE attribute")
+
+
+def attr_to_py(a) -> Any:
+    from ..mlir import ir
+
+    if isinstance(a, ir.StringAttr):
+        return a.value
+    if isinstance(a, ir.BoolAttr):
+        return a.value
+    if isinstance(a, ir.IntegerAttr):
+        return a.value
+    if isinstance(a, ir.FloatAttr):
+        return a.value
+    if isinstance(a, ir.ArrayAttr):
+        return [attr_to_py(x) for x in a]
+    if isinstance(a, ir.DictAttr):
+        return {n.name: attr_to_py(n.attr) for n in a}
+    return str(a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def to_mlir_text(bm: ByreModule) -> str:
+    """The module's text without payloads (kernels and weights get their data attached afterwards)."""
+    lines = []
+    top_attrs = {
+        "byre.version": bm.version,
+        "byre.manifest": bm.manifest,
+        "byre.report": json.dumps(bm.report, sort_keys=True),
+        "byre.arena_bytes": bm.arena_bytes,
+        "byre.payload_sha256": bm.payload_digest(),
+    }
+    attr_text = ", ".join(f"{k} = {_attr(v)}" for k, v in top_attrs.items())
+    lines.append(f"module attributes {{{attr_text}}} {{")
+    for name, ke in bm.kernels.items():
+        lines.append(f'  "byre.kernel"() {{sym_name = {_q(name)}, backend = {_q(ke.backend)}, '
+                     f'format = {_q(ke.kernel.format)}, entry = {_q(ke.kernel.entry)}}} : () -> ()')
+    for name in bm.weights:
+        lines.append(f'  "byre.weight"() {{sym_name = {_q(name)}}} : () -> ()')
+    sig = []
+    for i, a in enumerate(bm.args):
+        extra = f", byre.weight = {_q(a.weight)}" if a.weight else ""
+        sig.append(f"%arg{i}: {a.spec.memref_type()} {{byre.argname = {_q(a.name)}, "
+                   f"byre.argtype = {_q(a.kind)}{extra}}}")
+    lines.append(f"  func.func @main({', '.join(sig)}) attributes {{byre.entry_point}} {{")
+    names = {}
+    for b in bm.buffers:
+        if b.kind == "arg":
+            names[b.id] = f"%arg{b.arg}"
+        elif b.kind == "alloc":
+            names[b.id] = f"%b{b.id}"
+            lines.append(f"    %b{b.id} = memref.alloc() {{byre.arena_offset = {b.arena_offset} : i64}} : "
+                         f"{b.spec.memref_type()}")
+        else:
+            names[b.id] = f"%b{b.id}"
+            src = bm.buffers[b.source]
+            lines.append(f'    %b{b.id} = "byre.alias"({names[b.source]}) {{byte_offset = {b.byte_offset} : i64}}'
+                         f" : ({src.spec.memref_type()}) -> {b.spec.memref_type()}")
+    # allocations are printed first (all are planned statically); steps follow in order
+    for s in bm.steps:
+        operands = ", ".join(names[i] for i in s.operands)
+        types = ", ".join(bm.buffers[i].spec.memref_type() for i in s.operands)
+        if s.op == "compute":
+            parts = [f"callee = {_q(s.callee)}"]
+            if s.kernel:
+                parts.append(f"kernel = {_q(s.kernel)}")
+            parts.append("memory_effects = [" + ", ".join(f"{e} : i32" for e in s.effects) + "]")
+            parts.append(f"byre.backend = {_q(s.backend)}")
+            if s.attrs:
+                parts.append(f"byre.attrs = {_attr(s.attrs)}")
+            lines.append(f'    "byre.compute"({operands}) {{{", ".join(parts)}}} : ({types}) -> ()')
+        else:
+            lines.append(f'    "byre.copy"({operands}) : ({types}) -> ()')
+    lines.append("    return")
+    lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_mlir_module(bm: ByreModule, context):
+    """Build the ByRE ``ir.Module`` in ``context``, payloads attached as dense byte tensors."""
+    from ..mlir import ir
+
+    with context, ir.Location.unknown():
+        module = ir.Module.parse(to_mlir_text(bm))
+        for op in module.body.operations:
+            op = op.operation
+            if op.name == "byre.kernel":
+                name = ir.StringAttr(op.attributes["sym_name"]).value
+                op.attributes["data"] = _bytes_attr(bm.kernels[name].kernel.data)
+            elif op.name == "byre.weight":
+                name = ir.StringAttr(op.attributes["sym_name"]).value
+                op.attributes["value"] = _bytes_attr(bm.weights[name])
+    return module
+
+
+def _bytes_attr(data: bytes):
+    from ..mlir import ir
+
+    return ir.DenseElementsAttr.get(np.frombuffer(data, dtype=np.int8) if data else np.zeros(0, np.int8))

@@ -1,0 +1,334 @@
+"""The pipeline driver: model -> StableHLO -> hlo pass groups -> partition -> backends -> ByRE artifact."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..byre import Artifact
+from ..byre.format import READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step
+from ..dtypes import TensorSpec
+from ..errors import FrontendError, NoFrontendError, PassGroupError, TargetError
+from ..interfaces import Cluster
+from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, run_pipeline
+from ..plugins import Registry, get_registry
+from .memplan import plan_memory
+from .outline import outline, used_values
+from .partition import form_clusters, location_of, ops_per_backend, partition_by_capability
+
+#: Constants bigger than this (and not splats) become weights: arguments of the entry function whose values
+#: travel in the artifact, instead of being copied into every cluster that uses them.
+WEIGHT_MIN_BYTES = 1024
+
+
+class _Stages:
+    """Per-stage wall time and optional IR dumps."""
+
+    def __init__(self, dump_dir: str | None, progress: Callable[[str], None] | None):
+        self.times: dict[str, float] = {}
+        self.dump_dir = Path(dump_dir) if dump_dir else None
+        self.progress = progress
+        self.n = 0
+        if self.dump_dir:
+            self.dump_dir.mkdir(parents=True, exist_ok=True)
+
+    def run(self, name: str, fn, *args):
+        if self.progress:
+            self.progress(name)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        self.times[name] = round(time.perf_counter() - t0, 6)
+        return out
+
+    def dump(self, name: str, text: str) -> None:
+        if self.dump_dir:
+            self.n += 1
+            (self.dump_dir / f"{self.n:02d}-{name.replace(':', '-')}.mlir").write_text(text)
+
+
+def choose_frontend(model, frontend: str | None, registry: Registry):
+    if frontend:
+        if frontend not in registry.frontends:
+            raise FrontendError(f"unknown frontend {frontend!r}; installed: {', '.join(registry.frontends)}")
+        return registry.frontends[frontend]
+    for fe in registry.frontends_in_order():
+        try:
+            if fe.accepts(model):
+                return fe
+        except Exception:  # noqa: BLE001 -- accepts() must not raise; a plugin that does is skipped
+            continue
+    what = str(model) if isinstance(model, (str, Path)) and len(str(model)) < 200 else type(model).__name__
+    raise NoFrontendError(f"no installed frontend accepts {what}; installed frontends: "
+                          f"{', '.join(registry.frontends)} (see `byteir list-plugins`)")
+
+
+def entry_function(module) -> Any:
+    funcs = [op.operation for op in module.body.operations if op.operation.name == "func.func"]
+    for f in funcs:
+        if ir.StringAttr(f.attributes["sym_name"]).value == "main":
+            return f
+    public = [f for f in funcs if "sym_visibility" not in f.attributes
+              or ir.StringAttr(f.attributes["sym_visibility"]).value == "public"]
+    if len(public) == 1:
+        public[0].attributes["sym_name"] = ir.StringAttr.get("main", module.context)
+        return public[0]
+    names = [ir.StringAttr(f.attributes["sym_name"]).value for f in funcs]
+    raise FrontendError(f"no entry function: expected @main or a single public function, found {names or 'none'}")
+
+
+def select_pass_groups(registry: Registry, names: Sequence[str] | None, stage: str = "hlo"):
+    groups = [g for g in registry.pass_groups.values() if g.stage == stage]
+    if names is None:
+        chosen = [g for g in groups if g.default]
+    else:
+        unknown = [n for n in names if n not in registry.pass_groups]
+        if unknown:
+            raise PassGroupError(f"unknown pass group(s) {', '.join(unknown)}; available: "
+                                 f"{', '.join(sorted(registry.pass_groups))}")
+        chosen = [registry.pass_groups[n] for n in names if registry.pass_groups[n].stage == stage]
+    return sorted(chosen, key=lambda g: g.order)
+
+
+def run_pass_group(module, group) -> None:
+    with capture_diagnostics(module.context) as diags:
+        try:
+            if group.pipeline is not None:
+                run_pipeline(module, group.pipeline)
+            else:
+                group.run(module)
+        except Exception as e:  # noqa: BLE001
+            detail = diagnostics_to_text(e) if isinstance(e, ir.MLIRError) else f"{type(e).__name__}: {e}"
+            extra = ("\n" + "\n".join(diags)) if diags else ""
+            raise PassGroupError(f"pass group {group.name!r} failed: {detail}{extra}") from None
+    if not module.operation.verify():
+        raise PassGroupError(f"pass group {group.name!r} left an invalid module")
+
+
+def refine_arguments(module, shapes: Sequence[Sequence[int]]) -> None:
+    main = entry_function(module)
+    block = main.regions[0].blocks[0]
+    if len(shapes) != len(block.arguments):
+        raise FrontendError(f"--input-shape gives {len(shapes)} shapes, @main takes {len(block.arguments)} arguments")
+    types = []
+    for i, (a, shape) in enumerate(zip(block.arguments, shapes)):
+        t = ir.RankedTensorType(a.type)
+        if len(shape) != t.rank or any(d != s for d, s in zip(t.shape, shape) if not ir.ShapedType.is_dynamic_size(d)):
+            raise FrontendError(f"--input-shape for argument {i}: {list(shape)} does not fit its type {a.type}")
+        types.append(str(ir.RankedTensorType.get(list(shape), t.element_type)))
+    run_pipeline(module, "stablehlo-refine-arguments{types='" + ",".join(types) + "'},stablehlo-refine-shapes")
+
+
+def _owner_op(v):
+    """The ``ir.Operation`` defining ``v``, or None for a block argument."""
+    owner = v.owner
+    return owner.operation if isinstance(owner, (ir.Operation, ir.OpView)) else None
+
+
+def _is_weight(const_op) -> bool:
+    attr = const_op.attributes["value"]
+    t = ir.RankedTensorType(const_op.results[0].type)
+    if str(t.element_type) == "bf16" or ir.DenseElementsAttr(attr).is_splat:
+        return False
+    return TensorSpec.from_type(t).nbytes > WEIGHT_MIN_BYTES
+
+
+def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str = "cpu",
+            frontend: str | None = None, pass_groups: Sequence[str] | None = None,
+            output: str | Path | None = None, dump_dir: str | Path | None = None,
+            input_shapes: Sequence[Sequence[int]] | None = None, options: dict | None = None,
+            progress: Callable[[str], None] | None = None) -> Artifact:
+    """Compile ``model`` for ``target`` into a ByRE :class:`~byteir_core.byre.Artifact` (saved to ``output``)."""
+    registry = get_registry()
+    options = dict(options or {})
+    stages = _Stages(str(dump_dir) if dump_dir else None, progress)
+    ctx = new_context()
+
+    fe = choose_frontend(model, frontend, registry)
+    module = stages.run(f"frontend:{fe.name}", fe.to_stablehlo, model, example_inputs, options, ctx)
+    if not isinstance(module, ir.Module) or module.context is not ctx:
+        raise FrontendError(f"frontend {fe.name!r} must return an ir.Module built in the context it was given")
+    entry_function(module)
+    stages.dump(f"frontend-{fe.name}", str(module))
+    if input_shapes:
+        stages.run("refine-arguments", refine_arguments, module, input_shapes)
+
+    groups = select_pass_groups(registry, pass_groups)
+    for g in groups:
+        stages.run(f"hlo:{g.name}", run_pass_group, module, g)
+        stages.dump(f"hlo-{g.name}", str(module))
+
+    bm, part_report = stages.run("partition+codegen", _lower_to_byre, module, target, registry, stages)
+    stages.run("memory-plan", plan_memory, bm)
+    opts_hash = hashlib.sha256(json.dumps(
+        {"target": target, "frontend": fe.name, "pass_groups": [g.name for g in groups],
+         "input_shapes": [list(s) for s in input_shapes or []], "options": options},
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from .. import __version__
+
+    bm.manifest = {
+        "byteir_core": __version__,
+        "plugins": registry.versions(),
+        "target": target,
+        "frontend": fe.name,
+        "pipeline": [g.name for g in groups],
+        "options_hash": opts_hash,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes}
+    art = Artifact(bm)
+    stages.dump("byre", art.text())
+    if output is not None:
+        art.save(output)
+    return art
+
+
+def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> tuple[ByreModule, dict]:
+    main = entry_function(module)
+    block = main.regions[0].blocks[0]
+    body = [op.operation for op in block.operations]
+    ret = body[-1]
+    body = body[:-1]
+    ctx = module.context
+
+    weights_ops = [op for op in body if op.name == "stablehlo.constant" and _is_weight(op)]
+    weight_vals = {op.results[0] for op in weights_ops}
+    small_consts = {op for op in body if op.name == "stablehlo.constant" and op not in weights_ops}
+    compute_ops = [op for op in body if op.name != "stablehlo.constant"]
+    part = partition_by_capability(compute_ops, target, registry)
+    clusters = form_clusters(compute_ops, part.assignment)
+
+    # Entry signature: inputs, outputs, weights.
+    bm = ByreModule(args=[], buffers=[], steps=[], kernels={}, weights={})
+    buf_of: dict = {}
+
+    def new_buffer(spec, kind, **kw) -> int:
+        bm.buffers.append(Buffer(len(bm.buffers), spec, kind, **kw))
+        return len(bm.buffers) - 1
+
+    def add_arg(name, kind, spec, weight=None) -> int:
+        bm.args.append(Arg(name, kind, spec, weight))
+        return new_buffer(spec, "arg", arg=len(bm.args) - 1)
+
+    arg_attrs = main.attributes["arg_attrs"] if "arg_attrs" in main.attributes else None
+    for i, a in enumerate(block.arguments):
+        name = f"input{i}"
+        if arg_attrs is not None:
+            d = ir.DictAttr(arg_attrs[i])
+            for key in ("byteir.name", "byre.argname"):
+                if key in d:
+                    name = ir.StringAttr(d[key]).value
+        buf_of[a] = add_arg(name, "input", TensorSpec.from_type(a.type))
+    results = list(ret.operands)
+    out_buf = [add_arg(f"output{j}", "output", TensorSpec.from_type(v.type)) for j, v in enumerate(results)]
+    for k, op in enumerate(weights_ops):
+        wname = f"w{k}"
+        v = op.results[0]
+        data = np.ascontiguousarray(np.asarray(ir.DenseElementsAttr(op.attributes["value"]))).tobytes()
+        bm.weights[wname] = data
+        buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
+
+    first_return = {}
+    for j, v in enumerate(results):
+        first_return.setdefault(v, j)
+
+    cluster_report = []
+    for ci, (backend_name, ops) in enumerate(clusters):
+        op_set = set(ops)
+        inputs: list = []
+        needed_consts: list = []
+        for op in ops:
+            for v in used_values(op):
+                owner = _owner_op(v)
+                if owner is not None and owner in op_set:
+                    continue
+                if owner is not None and owner in small_consts:
+                    if owner not in needed_consts:
+                        needed_consts.append(owner)
+                elif v not in inputs:
+                    inputs.append(v)
+        outputs = []
+        for op in ops:
+            for r in op.results:
+                if r in first_return or any(u.owner.operation not in op_set for u in r.uses):
+                    outputs.append(r)
+        # A lone reshape is a view: no kernel, no copy.
+        if len(ops) == 1 and ops[0].name == "stablehlo.reshape" and inputs[0] in buf_of:
+            src = buf_of[inputs[0]]
+            r = ops[0].results[0]
+            buf_of[r] = new_buffer(TensorSpec.from_type(r.type), "alias", source=src, byte_offset=0)
+            cluster_report.append({"name": f"alias{ci}", "backend": "byre.alias", "ops": ["stablehlo.reshape"]})
+            continue
+        in_specs = [TensorSpec.from_type(v.type) for v in inputs]
+        out_specs = [TensorSpec.from_type(v.type) for v in outputs]
+        cmod = outline(needed_consts + ops, inputs, outputs, ctx)
+        name = f"{backend_name}_c{ci}"
+        cluster = Cluster(name, backend_name, cmod, in_specs, out_specs, [o.name for o in ops])
+        backend = registry.backends[backend_name]
+        t0 = time.perf_counter()
+        try:
+            compiled = backend.compile(cluster)
+        except Exception as e:  # noqa: BLE001
+            locs = ", ".join(sorted({location_of(o) for o in ops})[:3])
+            raise TargetError(f"backend {backend_name!r} failed to compile cluster {name} "
+                              f"({len(ops)} ops: {', '.join(sorted(set(cluster.op_names)))}; at {locs}): "
+                              f"{type(e).__name__}: {e}") from e
+        stages.times[f"codegen:{backend_name}"] = round(
+            stages.times.get(f"codegen:{backend_name}", 0.0) + time.perf_counter() - t0, 6)
+        kernel_name = None
+        if compiled.kernel is not None:
+            kernel_name = f"k{len(bm.kernels)}_{backend_name}"
+            bm.kernels[kernel_name] = KernelEntry(kernel_name, backend_name, compiled.kernel)
+        operands = [buf_of[v] for v in inputs]
+        for v, spec in zip(outputs, out_specs):
+            if v in first_return:
+                buf_of[v] = out_buf[first_return[v]]
+            else:
+                buf_of[v] = new_buffer(spec, "alloc")
+            operands.append(buf_of[v])
+        bm.steps.append(Step("compute", operands, callee=compiled.callee, kernel=kernel_name,
+                             effects=[READ] * len(inputs) + [WRITE] * len(outputs), backend=backend_name,
+                             attrs=dict(compiled.attrs)))
+        cluster_report.append({"name": name, "backend": backend_name, "callee": compiled.callee,
+                               "ops": [o.name for o in ops], "kernel": kernel_name})
+
+    # Results not written in place by their producer (arguments, weights, views, duplicates) are copied.
+    for j, v in enumerate(results):
+        if v not in buf_of:  # a small constant returned directly: carry it as a weight
+            op = _owner_op(v)
+            wname = f"w{len(bm.weights)}"
+            bm.weights[wname] = np.ascontiguousarray(np.asarray(ir.DenseElementsAttr(op.attributes["value"]))).tobytes()
+            buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
+        if buf_of[v] != out_buf[j]:
+            bm.steps.append(Step("copy", [buf_of[v], out_buf[j]]))
+
+    report = {
+        "target": target,
+        "fallback_chain": part.chain,
+        "notes": part.notes,
+        "ops_per_backend": ops_per_backend(part.assignment),
+        "ops": [{"op": op.name, "backend": part.assignment[op], "loc": location_of(op)} for op in compute_ops],
+        "clusters": cluster_report,
+        "weights": len(bm.weights),
+    }
+    return bm, report
+
+
+def optimize(model, pass_groups: Sequence[str] | None = None, *, frontend: str | None = None,
+             example_inputs=None, input_shapes=None) -> str:
+    """The StableHLO text after the named ``hlo`` pass groups (all default groups when None)."""
+    registry = get_registry()
+    ctx = new_context()
+    fe = choose_frontend(model, frontend, registry)
+    module = fe.to_stablehlo(model, example_inputs, {}, ctx)
+    entry_function(module)
+    if input_shapes:
+        refine_arguments(module, input_shapes)
+    for g in select_pass_groups(registry, pass_groups):
+        run_pass_group(module, g)
+    return str(module)

@@ -1,0 +1,120 @@
+"""Capability-based partitioning: each op of ``@main`` goes to a backend of the target's fallback chain.
+
+For each op, the first target in the chain that has a backend claiming the op wins; among that target's
+backends the highest claim priority wins. Consecutive ops of one backend form a cluster.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+from ..errors import TargetError, UnsupportedOp, UnsupportedOpError
+from ..interfaces import Backend
+from ..plugins import Registry
+
+#: Targets that later plugins provide; naming one that is not installed falls back to ``reference`` (with a
+#: note in the report) instead of failing, so ``--target cpu`` works with only the core installed.
+WELL_KNOWN_TARGETS = ("cpu", "cuda")
+REFERENCE = "reference"
+
+
+def fallback_chain(target: str, registry: Registry) -> tuple[list[str], list[str]]:
+    """(chain of target names ending in ``reference``, notes for the report)."""
+    served = _targets(registry)
+    if target not in served and target not in WELL_KNOWN_TARGETS:
+        raise TargetError(f"unknown target {target!r}; installed targets: {', '.join(sorted(served))}")
+    notes = []
+    chain: list[str] = []
+    queue = [target]
+    while queue:
+        t = queue.pop(0)
+        if t in chain:
+            continue
+        chain.append(t)
+        members = served.get(t, [])
+        if not members:
+            notes.append(f"no installed backend serves target {t!r}; its ops fall back to "
+                         f"{'the rest of the chain' if t != REFERENCE else 'nothing'}")
+        for b in members:
+            queue.extend(b.fallback)
+    if REFERENCE in chain:
+        chain.remove(REFERENCE)
+    chain.append(REFERENCE)
+    return chain, notes
+
+
+def _targets(registry: Registry) -> dict[str, list[Backend]]:
+    served: dict[str, list[Backend]] = defaultdict(list)
+    for b in registry.backends.values():
+        for t in b.serves():
+            served[t].append(b)
+    return served
+
+
+def location_of(op) -> str:
+    loc = str(op.location)
+    return loc[4:-1] if loc.startswith("loc(") and loc.endswith(")") else loc
+
+
+def _claim(backend: Backend, op) -> int | None:
+    try:
+        return backend.claims(op)
+    except Exception:  # noqa: BLE001 -- a plugin's claim that raises is treated as "no"
+        return None
+
+
+@dataclass
+class Partition:
+    chain: list[str]
+    assignment: dict = field(default_factory=dict)  # op -> backend name
+    notes: list[str] = field(default_factory=list)
+
+
+def partition_by_capability(ops, target: str, registry: Registry) -> Partition:
+    """Assign every op in ``ops`` (not constants) to a backend, or raise one error listing every gap."""
+    chain, notes = fallback_chain(target, registry)
+    served = _targets(registry)
+    part = Partition(chain, notes=notes)
+    missing: dict[str, list] = defaultdict(list)
+    for op in ops:
+        chosen = None
+        for t in chain:
+            best = None
+            for b in served.get(t, []):
+                p = _claim(b, op)
+                if p is not None and (best is None or p > best[0]):
+                    best = (p, b.name)
+            if best:
+                chosen = best[1]
+                break
+        if chosen is None:
+            missing[op.name].append(op)
+        else:
+            part.assignment[op] = chosen
+    if missing:
+        gaps = []
+        for name, found in missing.items():
+            could = sorted({b.name for b in registry.backends.values() if _claim(b, found[0]) is not None})
+            gaps.append(UnsupportedOp(name, len(found), [location_of(o) for o in found], could))
+        raise UnsupportedOpError(target, chain, gaps)
+    return part
+
+
+def form_clusters(ops, assignment: dict) -> list[tuple[str, list]]:
+    """Maximal runs of consecutive ops assigned to the same backend, in program order."""
+    clusters: list[tuple[str, list]] = []
+    for op in ops:
+        b = assignment[op]
+        if clusters and clusters[-1][0] == b:
+            clusters[-1][1].append(op)
+        else:
+            clusters.append((b, [op]))
+    return clusters
+
+
+def ops_per_backend(assignment: dict) -> dict[str, dict[str, int]]:
+    out: dict[str, Counter] = defaultdict(Counter)
+    for op, b in assignment.items():
+        out[b][op.name] += 1
+    return {b: dict(sorted(c.items())) for b, c in sorted(out.items())}

@@ -1,0 +1,170 @@
+"""The objects a plugin registers through the hooks in :mod:`byteir_core.hookspecs`.
+
+A plugin subclasses :class:`Frontend`, :class:`Backend` or :class:`Provider` (or builds a
+:class:`PassGroup`) and hands instances to the ``register`` callable its hook receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .dtypes import TensorSpec
+
+#: The plugin API this core implements. A plugin module sets ``BYTEIR_PLUGIN_API = "1.0"``; a different
+#: major version is refused (listed as ``incompatible``) and a missing one is assumed to be this version.
+PLUGIN_API_VERSION = "1.0"
+
+#: Stages a pass group can run in, in pipeline order.
+STAGES = ("hlo", "linalg", "byre")
+
+
+class Frontend:
+    """Turns a model (a file path, an object, bytes) into a StableHLO module with an entry ``@main``.
+
+    Frontends translate; they do not optimise (that is what pass groups are for).
+    """
+
+    name: str = ""
+    description: str = ""
+
+    def accepts(self, model: Any) -> bool:
+        """True when this frontend can read ``model``. Must be cheap and must not raise."""
+        raise NotImplementedError
+
+    def to_stablehlo(self, model: Any, example_inputs: Sequence[Any] | None, options: dict,
+                     context) -> Any:
+        """Return an ``ir.Module`` created in ``context`` (never in a context of your own).
+
+        Raise :class:`byteir_core.errors.FrontendError` with the file, node or op that is wrong.
+        """
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PassGroup:
+    """A named group of passes run at one stage, in ``order`` (lower first).
+
+    Exactly one of ``pipeline`` (an MLIR textual pipeline nested under ``builtin.module``) or ``run`` (a
+    Python callable taking the ``ir.Module`` and rewriting it in place) must be given.
+    ``default`` groups run unless the user drops them; others only when named.
+    """
+
+    name: str
+    stage: str
+    order: int
+    pipeline: str | None = None
+    run: Callable[[Any], None] | None = None
+    default: bool = True
+    description: str = ""
+
+    def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"pass group {self.name!r}: stage {self.stage!r} is not one of {STAGES}")
+        if (self.pipeline is None) == (self.run is None):
+            raise ValueError(f"pass group {self.name!r}: give exactly one of pipeline= or run=")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """Code a backend produced for one cluster; carried inside the ByRE artifact as a resource.
+
+    ``format`` says what ``data`` is: ``stablehlo-portable`` (a versioned StableHLO artifact),
+    ``elf-shared-object``, ``ptx``, ``cubin``, or a vendor's own name. ``entry`` is the symbol to call.
+    """
+
+    format: str
+    data: bytes
+    entry: str = "main"
+
+
+@dataclass
+class Cluster:
+    """A connected piece of the program assigned to one backend.
+
+    ``module`` is a standalone ``ir.Module`` whose ``@main`` takes ``inputs`` and returns ``outputs``
+    (tensor semantics). ``op_names`` lists the ops it holds, in order.
+    """
+
+    name: str
+    backend: str
+    module: Any
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    op_names: list[str]
+
+    def text(self) -> str:
+        return str(self.module)
+
+    def portable_artifact(self) -> bytes:
+        """The cluster as a versioned StableHLO portable artifact (readable by later StableHLO)."""
+        from .mlir import stablehlo_api
+
+        return stablehlo_api.serialize_portable_artifact_str(
+            str(self.module), stablehlo_api.get_current_version())
+
+
+@dataclass
+class CompiledCluster:
+    """What :meth:`Backend.compile` returns: the runtime callee and the kernel it runs.
+
+    ``attrs`` are extra string/int/float attributes put on the ``byre.compute`` op and handed back to the
+    provider's :meth:`Provider.load`.
+    """
+
+    callee: str
+    kernel: Kernel | None = None
+    attrs: dict[str, str | int | float] = field(default_factory=dict)
+
+
+class Backend:
+    """Claims ops for a target and compiles clusters of them.
+
+    - ``name`` is the backend's name; it is also a target name (``--target NAME``).
+    - ``targets`` lists further targets this backend serves (e.g. a GEMM library backend joining ``cuda``).
+    - ``fallback`` lists, in order, the targets that take the ops this target's backends do not claim. The
+      built-in ``reference`` backend always ends every chain.
+    - ``device`` is the runtime device its kernels run on (``cpu``, ``cuda``, a vendor's name).
+    """
+
+    name: str = ""
+    device: str = "cpu"
+    targets: tuple[str, ...] = ()
+    fallback: tuple[str, ...] = ()
+    description: str = ""
+
+    def claims(self, op) -> int | None:
+        """Priority (higher wins) with which this backend takes ``op`` (an ``ir.Operation``), or None."""
+        raise NotImplementedError
+
+    def compile(self, cluster: Cluster) -> CompiledCluster:
+        raise NotImplementedError
+
+    def serves(self) -> tuple[str, ...]:
+        return (self.name, *self.targets)
+
+
+KernelFn = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], None]
+
+
+class Provider:
+    """Executes ByRE callees on a device.
+
+    :meth:`load` is called once per ``byre.compute`` when a Session loads an artifact and returns a function
+    ``fn(inputs, outputs)`` that reads the input buffers and writes the output buffers in place. That function
+    may be called from several threads at once (one per request): keep per-call state local.
+    """
+
+    name: str = ""
+    device: str = "cpu"
+    callees: tuple[str, ...] = ()
+    description: str = ""
+
+    def load(self, callee: str, kernel: Kernel | None, attrs: dict) -> KernelFn:
+        raise NotImplementedError
+
+    def allocate(self, nbytes: int) -> np.ndarray:
+        """A byte buffer of ``nbytes`` on this provider's device (host memory for ``cpu``)."""
+        return np.empty(nbytes, dtype=np.uint8)

@@ -1,0 +1,106 @@
+"""The one place that imports the MLIR bindings and makes contexts.
+
+The bindings come from the ``torch-mlir`` wheel (upstream MLIR as ``torch_mlir.ir`` plus StableHLO in
+``torch_mlir._mlir_libs._stablehlo``); importing them does not import torch. Plugins never create contexts:
+they receive modules and contexts from the core, because MLIR objects from two contexts (or two binding
+wheels) cannot meet.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from contextlib import contextmanager
+
+from torch_mlir import ir, passmanager  # noqa: F401  (re-exported for plugins)
+from torch_mlir._mlir_libs import _stablehlo as stablehlo_api
+
+__all__ = [
+    "ir",
+    "passmanager",
+    "stablehlo_api",
+    "new_context",
+    "run_pipeline",
+    "diagnostics_to_text",
+    "module_to_bytecode",
+    "clone_module",
+]
+
+_passes_lock = threading.Lock()
+_passes_registered = False
+
+
+def _register_passes_once() -> None:
+    # Without this, 'stablehlo-legalize-to-linalg' and friends are unknown pipeline names (FACTS.md section 1).
+    global _passes_registered
+    with _passes_lock:
+        if not _passes_registered:
+            stablehlo_api.register_stablehlo_passes()
+            _passes_registered = True
+
+
+def new_context() -> ir.Context:
+    """A context with StableHLO/CHLO registered and ``byre.*`` (unregistered) ops accepted."""
+    _register_passes_once()
+    ctx = ir.Context()
+    stablehlo_api.register_dialect(ctx)
+    # byre.* ops are not a registered dialect (IRDL cannot express byre.compute's mixed operand types,
+    # FACTS.md section 3); our ByRE loader verifies their structure itself.
+    ctx.allow_unregistered_dialects = True
+    return ctx
+
+
+@contextmanager
+def capture_diagnostics(ctx: ir.Context):
+    """Collect diagnostics emitted while the block runs; yields the list of strings."""
+    messages: list[str] = []
+
+    def handler(d):
+        messages.append(_format_diagnostic(d))
+        return True
+
+    h = ctx.attach_diagnostic_handler(handler)
+    try:
+        yield messages
+    finally:
+        h.detach()
+
+
+def _format_diagnostic(d) -> str:
+    text = f"{d.location}: {d.message}"
+    for note in d.notes:
+        text += f"\n  note: {note.location}: {note.message}"
+    return text
+
+
+def diagnostics_to_text(exc: Exception) -> str:
+    """Turn an ``MLIRError`` into readable lines (location: message), without a deep traceback."""
+    diags = getattr(exc, "error_diagnostics", None)
+    if diags:
+        return "\n".join(_format_diagnostic(d) for d in diags)
+    return str(exc)
+
+
+def run_pipeline(module: ir.Module, pipeline: str) -> None:
+    """Run a textual pass pipeline (``builtin.module(...)`` is added when missing) on ``module``."""
+    _register_passes_once()
+    if not pipeline.startswith("builtin.module("):
+        pipeline = f"builtin.module({pipeline})"
+    with module.context:
+        pm = passmanager.PassManager.parse(pipeline)
+        pm.run(module.operation)
+
+
+def module_to_bytecode(module: ir.Module, version: int | None = None) -> bytes:
+    buf = io.BytesIO()
+    if version is None:
+        module.operation.write_bytecode(buf)
+    else:
+        module.operation.write_bytecode(buf, desired_version=version)
+    return buf.getvalue()
+
+
+def clone_module(module: ir.Module) -> ir.Module:
+    """A deep copy of ``module`` in the same context."""
+    with module.context:
+        return ir.Module.parse(module_to_bytecode(module))
