@@ -79,3 +79,11 @@ class TensorSpec:
         if not st.has_static_shape:
             raise TypeError(f"type {t} has a dynamic shape; give static shapes (e.g. --input-shape)")
         return cls(tuple(st.shape), str(st.element_type))
+
+
+def copy_into(dst: np.ndarray, src) -> None:
+    """Copy ``src``'s bytes into the C-contiguous buffer ``dst`` (same size; any rank, bf16 included)."""
+    src = np.require(np.asarray(src), requirements="C")
+    if src.nbytes != dst.nbytes:
+        raise ValueError(f"cannot copy {src.nbytes} bytes into a buffer of {dst.nbytes}")
+    dst.reshape(-1).view(np.uint8)[:] = src.reshape(-1).view(np.uint8)

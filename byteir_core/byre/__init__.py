@@ -66,7 +66,8 @@ class Artifact:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.path = str(path)
+        if self.path is None:  # the first place it was saved is where it lives
+            self.path = str(path)
         return path
 
     def summary(self) -> dict:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..byre import Artifact, read_artifact
 from ..byre.format import READ, WRITE, ByreModule
+from ..dtypes import copy_into
 from ..errors import InputError, ProviderError
 from ..plugins import get_registry
 
@@ -223,8 +224,7 @@ class RequestContext:
         v = self._views
         for kind, fn, s in self.session._steps:
             if kind == "copy":
-                src, dst = v[s.operands[0]], v[s.operands[1]]
-                dst.reshape(-1).view(np.uint8)[:] = src.reshape(-1).view(np.uint8)
+                copy_into(v[s.operands[1]], v[s.operands[0]])
             else:
                 fn([v[o] for o, e in zip(s.operands, s.effects) if e == READ],
                    [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE])

@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast test-gpu clean
+
+setup: $(STAMP)
+
+# torch first, pinned: a looser requirement would pull a multi-GB CUDA build (see DEVELOPERS notes).
+$(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' $(addprefix -e ,$(PLUGINS))
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/byteir list-plugins
+	$(VENV)/bin/byteir compile examples/mlp.mlir -o out/mlp.byre --target cpu --verbose
+	$(VENV)/bin/byteir run out/mlp.byre
+	$(VENV)/bin/byteir compile examples/mlp.mlir -o out/mlp_asic.byre --target asic_stub --verbose
+	$(VENV)/bin/byteir run out/mlp_asic.byre
+	$(VENV)/bin/byteir inspect out/mlp_asic.byre --summary-only
+
+test: setup
+	$(PY) -m pytest -q
+
+# the quick loop: everything but the model-zoo sized tests
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# GPU numerics and benchmarks; run on a machine with a GPU (see the device notes in README)
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu || test $$? -eq 5 && echo "no GPU tests are collected yet: no CUDA backend is installed"
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

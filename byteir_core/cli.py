@@ -1,0 +1,258 @@
+"""The ``byteir`` command. It parses arguments and calls the public API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import ByteirError
+
+EXIT_ERROR = 1
+
+
+def _console(stderr=False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _shapes(text: str | None):
+    """``1x3x224x224,4`` -> [[1, 3, 224, 224], [4]]; ``scalar`` for rank 0."""
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            out.append([] if part in ("", "scalar") else [int(d) for d in part.split("x")])
+        except ValueError:
+            raise ByteirError(f"--input-shape: {part!r} is not like 1x3x224x224") from None
+    return out
+
+
+def cmd_compile(args) -> int:
+    import byteir_core
+
+    console = _console(stderr=True)
+    out = Path(args.output or Path(args.model).with_suffix(".byre").name)
+    t0 = time.perf_counter()
+    with console.status("compiling") as status:
+        art = byteir_core.compile(
+            args.model, target=args.target, frontend=args.frontend, output=out, dump_dir=args.dump_dir,
+            pass_groups=args.pass_groups.split(",") if args.pass_groups else None,
+            input_shapes=_shapes(args.input_shape), progress=lambda s: status.update(f"compiling: {s}"))
+    dt = time.perf_counter() - t0
+    console.print(f"wrote {out} ({out.stat().st_size} bytes) in {dt:.2f} s, target {args.target}")
+    if args.verbose:
+        _print_report(console, art.report)
+    return 0
+
+
+def _print_report(console, report: dict) -> None:
+    from rich.table import Table
+
+    console.print(f"fallback chain: {' -> '.join(report.get('fallback_chain', []))}")
+    for note in report.get("notes", []):
+        console.print(f"note: {note}")
+    t = Table(title="ops per backend")
+    t.add_column("backend")
+    t.add_column("op")
+    t.add_column("count", justify="right")
+    for backend, ops in report.get("ops_per_backend", {}).items():
+        for op, n in ops.items():
+            t.add_row(backend, op, str(n))
+    console.print(t)
+    s = Table(title="stage times")
+    s.add_column("stage")
+    s.add_column("seconds", justify="right")
+    for stage, sec in report.get("stage_seconds", {}).items():
+        s.add_row(stage, f"{sec:.4f}")
+    console.print(s)
+
+
+def cmd_run(args) -> int:
+    import numpy as np
+
+    import byteir_core
+
+    console = _console()
+    session = byteir_core.load(args.artifact, expected_sha256=args.sha256)
+    offsets = session.get_input_arg_offsets()
+    if args.inputs:
+        with np.load(args.inputs) as npz:
+            keys = list(npz.keys())
+            names = [session.get_arg_name(o) for o in offsets]
+            if all(n in npz for n in names):
+                inputs = [npz[n] for n in names]
+            elif len(keys) == len(offsets):
+                inputs = [npz[k] for k in keys]  # positional, in the file's order
+            else:
+                raise ByteirError(f"{args.inputs} holds {keys}; the artifact wants inputs {names}")
+    else:
+        rng = np.random.default_rng(args.seed)
+        inputs = [_random(rng, session.get_static_shape(o), session.get_data_type(o)) for o in offsets]
+    t0 = time.perf_counter()
+    outs = session.run(*inputs)
+    dt = time.perf_counter() - t0
+    for i, (o, v) in enumerate(zip(session.get_output_arg_offsets(), outs)):
+        arr = np.asarray(v)
+        checksum = float(np.asarray(arr, dtype=np.float64).sum()) if arr.size else 0.0
+        console.print(f"output {i} {session.get_arg_name(o)}: {arr.dtype} {list(arr.shape)} sum={checksum:.6g}")
+    console.print(f"ran in {dt * 1e3:.3f} ms")
+    if args.output:
+        np.savez(args.output, **{session.get_arg_name(o): np.asarray(v)
+                                 for o, v in zip(session.get_output_arg_offsets(), outs)})
+        console.print(f"wrote {args.output}")
+    return 0
+
+
+def _random(rng, shape, dtype):
+    import numpy as np
+
+    from .dtypes import to_numpy
+
+    dt = to_numpy(dtype)
+    if dt == np.bool_:
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if np.issubdtype(dt, np.integer):
+        return rng.integers(0, 8, size=shape).astype(dt)
+    return rng.standard_normal(size=shape).astype(dt)
+
+
+def cmd_inspect(args) -> int:
+    from .byre import read_artifact
+
+    console = _console()
+    art = read_artifact(args.artifact)
+    summary = art.summary()
+    summary["sha256"] = art.sha256()
+    if args.extract:
+        d = Path(args.extract)
+        d.mkdir(parents=True, exist_ok=True)
+        ext = {"ptx": ".ptx", "cubin": ".cubin", "elf-shared-object": ".so", "stablehlo-portable": ".vhlo.mlirbc"}
+        written = []
+        for k in art.module.kernels.values():
+            p = d / f"{k.name}{ext.get(k.kernel.format, '.' + k.kernel.format.replace('/', '_') + '.bin')}"
+            p.write_bytes(k.kernel.data)
+            written.append(str(p))
+        summary["extracted"] = written
+    if args.json:
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    if not args.summary_only:
+        console.print(art.text(), markup=False)
+    m = summary["manifest"]
+    console.print(f"ByRE {summary['byre_version']}  sha256 {summary['sha256']}")
+    console.print(f"made by byteir-core {m.get('byteir_core')} for target {m.get('target')} at {m.get('created')}"
+                  f" (frontend {m.get('frontend')}, pipeline {','.join(m.get('pipeline', []))})")
+    console.print(f"plugins: {', '.join(f'{k} ({v})' for k, v in m.get('plugins', {}).items())}")
+    for kind in ("inputs", "outputs"):
+        console.print(f"{kind}: " + ", ".join(f"{x['name']}: {x['type']}" for x in summary[kind]))
+    for b, ops in summary["ops_per_backend"].items():
+        console.print(f"backend {b}: {sum(ops.values())} ops ({', '.join(f'{k} x{v}' for k, v in ops.items())})")
+    console.print(f"steps: {summary['steps']}")
+    console.print(f"weights: {summary['weights']['count']} ({summary['weights']['bytes']} bytes); "
+                  f"arena: {summary['arena_bytes']} bytes")
+    for k in summary["kernels"]:
+        console.print(f"kernel {k['name']}: {k['backend']}, {k['format']}, {k['bytes']} bytes")
+    for p in summary.get("extracted", []):
+        console.print(f"extracted {p}")
+    return 0
+
+
+def cmd_opt(args) -> int:
+    from .compiler.driver import optimize
+
+    groups = args.pass_groups.split(",") if args.pass_groups else None
+    text = optimize(args.input, groups, frontend=args.frontend, input_shapes=_shapes(args.input_shape))
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_list_plugins(args) -> int:
+    from .plugins import get_registry
+
+    reg = get_registry()
+    rows = [p.as_dict() for p in reg.plugins]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+
+    t = Table(title="byteir plugins")
+    for col in ("name", "distribution", "registers", "status"):
+        t.add_column(col)
+    for p in reg.plugins:
+        style = {"ok": "green", "disabled": "dim"}.get(p.status, "red")
+        t.add_row(p.name, f"{p.distribution} {p.version}", "\n".join(p.registers) or "-",
+                  f"[{style}]{p.status_text()}[/{style}]")
+    _console().print(t)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    ap = argparse.ArgumentParser(prog="byteir", description="byteir model compiler: StableHLO in, ByRE out")
+    ap.add_argument("--version", action="version", version=f"byteir-core {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="compile a model into a .byre artifact")
+    c.add_argument("model")
+    c.add_argument("-o", "--output", help="output path (.byre bytecode, or .byre.mlir text)")
+    c.add_argument("--target", default="cpu")
+    c.add_argument("--frontend")
+    c.add_argument("--pass-groups", help="comma-separated hlo pass groups (default: all default groups)")
+    c.add_argument("--input-shape", help="static input shapes, e.g. 1x3x224x224,4x16")
+    c.add_argument("--dump-dir", help="write the IR after every stage here")
+    c.add_argument("-v", "--verbose", action="store_true", help="print the compile report")
+    c.set_defaults(fn=cmd_compile)
+
+    r = sub.add_parser("run", help="run a .byre artifact (random inputs unless --inputs)")
+    r.add_argument("artifact")
+    r.add_argument("--inputs", help=".npz with one array per input (by name, or in order)")
+    r.add_argument("--output", help="write the outputs to this .npz")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--sha256", help="refuse to run unless the file has this sha256")
+    r.set_defaults(fn=cmd_run)
+
+    i = sub.add_parser("inspect", help="print the textual ByRE and a summary")
+    i.add_argument("artifact")
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--summary-only", action="store_true", help="skip the textual ByRE")
+    i.add_argument("--extract", metavar="DIR", help="write every carried kernel binary to DIR")
+    i.set_defaults(fn=cmd_inspect)
+
+    o = sub.add_parser("opt", help="print the StableHLO after the given pass groups")
+    o.add_argument("input")
+    o.add_argument("--pass-groups")
+    o.add_argument("--frontend")
+    o.add_argument("--input-shape")
+    o.add_argument("-o", "--output")
+    o.set_defaults(fn=cmd_opt)
+
+    lp = sub.add_parser("list-plugins", help="installed plugins and their status")
+    lp.add_argument("--json", action="store_true")
+    lp.set_defaults(fn=cmd_list_plugins)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ByteirError as e:
+        _console(stderr=True).print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
