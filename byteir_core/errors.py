@@ -42,6 +42,7 @@ class UnsupportedOp:
     count: int
     locations: list[str] = field(default_factory=list)
     claimable_by: list[str] = field(default_factory=list)
+    reason: str = ""
 
     def describe(self) -> str:
         where = ", ".join(self.locations[:3]) + (" ..." if len(self.locations) > 3 else "")
@@ -50,7 +51,8 @@ class UnsupportedOp:
             if self.claimable_by
             else "; no installed backend supports it"
         )
-        return f"{self.name} x{self.count} at {where or 'unknown location'}{hint}"
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"{self.name} x{self.count}{reason} at {where or 'unknown location'}{hint}"
 
 
 class UnsupportedOpError(ByteirError):

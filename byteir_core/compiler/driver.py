@@ -120,7 +120,8 @@ def refine_arguments(module, shapes: Sequence[Sequence[int]]) -> None:
         t = ir.RankedTensorType(a.type)
         if len(shape) != t.rank or any(d != s for d, s in zip(t.shape, shape) if not ir.ShapedType.is_dynamic_size(d)):
             raise FrontendError(f"--input-shape for argument {i}: {list(shape)} does not fit its type {a.type}")
-        types.append(str(ir.RankedTensorType.get(list(shape), t.element_type)))
+        with module.context, ir.Location.unknown():
+            types.append(str(ir.RankedTensorType.get(list(shape), t.element_type)))
     run_pipeline(module, "stablehlo-refine-arguments{types='" + ",".join(types) + "'},stablehlo-refine-shapes")
 
 

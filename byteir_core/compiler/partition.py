@@ -64,6 +64,13 @@ def _claim(backend: Backend, op) -> int | None:
         return None
 
 
+def _has_dynamic_shape(op) -> bool:
+    from ..mlir import ir
+
+    return any(isinstance(v.type, ir.ShapedType) and not v.type.has_static_shape
+               for v in list(op.operands) + list(op.results))
+
+
 @dataclass
 class Partition:
     chain: list[str]
@@ -96,7 +103,9 @@ def partition_by_capability(ops, target: str, registry: Registry) -> Partition:
         gaps = []
         for name, found in missing.items():
             could = sorted({b.name for b in registry.backends.values() if _claim(b, found[0]) is not None})
-            gaps.append(UnsupportedOp(name, len(found), [location_of(o) for o in found], could))
+            dynamic = any(_has_dynamic_shape(o) for o in found)
+            gaps.append(UnsupportedOp(name, len(found), [location_of(o) for o in found], could,
+                                      "dynamic shapes: give static ones with --input-shape" if dynamic else ""))
         raise UnsupportedOpError(target, chain, gaps)
     return part
 

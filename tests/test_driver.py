@@ -1,0 +1,124 @@
+"""The pipeline driver: frontends, pass groups, partition report, errors, dumps, memory plan."""
+
+import numpy as np
+import pytest
+from programs import MLP, func
+
+import byteir_core
+from byteir_core.byre.format import READ, WRITE, Buffer, ByreModule, Step
+from byteir_core.compiler.driver import optimize
+from byteir_core.compiler.memplan import plan_memory
+from byteir_core.dtypes import TensorSpec
+from byteir_core.errors import FrontendError, NoFrontendError, PassGroupError, TargetError, UnsupportedOpError
+from byteir_core.mlir import ir, module_to_bytecode, new_context, stablehlo_api
+
+
+def test_report_says_everything_ran_on_reference_with_only_the_core():
+    art = byteir_core.compile(MLP, target="cpu")
+    r = art.report
+    assert r["fallback_chain"][-1] == "reference"
+    assert set(r["ops_per_backend"]) <= {"reference", "asic_stub"} or "cpu" in r["ops_per_backend"]
+    assert all(op["loc"] for op in r["ops"])
+    assert "stage_seconds" in r and any(k.startswith("hlo:") for k in r["stage_seconds"])
+
+
+def test_all_unsupported_ops_listed_at_once(tmp_path):
+    text = func("%x: tensor<4xf32>", "tensor<4xf32>, tensor<3xf32>", """
+  %a = stablehlo.custom_call @foo(%x) : (tensor<4xf32>) -> tensor<4xf32>
+  %b = stablehlo.custom_call @bar(%a) : (tensor<4xf32>) -> tensor<4xf32>
+  %c = stablehlo.fft %x, type = RFFT, length = [4] : (tensor<4xf32>) -> tensor<3xcomplex<f32>>
+  %r = stablehlo.real %c : (tensor<3xcomplex<f32>>) -> tensor<3xf32>
+  %d = stablehlo.add %b, %x : tensor<4xf32>
+  return %d, %r : tensor<4xf32>, tensor<3xf32>""")
+    p = tmp_path / "bad.mlir"
+    p.write_text(text)
+    out = tmp_path / "bad.byre"
+    with pytest.raises(UnsupportedOpError) as e:
+        byteir_core.compile(p, output=out)
+    gaps = {g.name: g for g in e.value.ops}
+    assert gaps["stablehlo.custom_call"].count == 2
+    assert gaps["stablehlo.custom_call"].locations[0].endswith(":3:8") and str(p) in gaps["stablehlo.custom_call"].locations[0]
+    assert gaps["stablehlo.fft"].count == 1
+    assert "stablehlo.add" not in gaps
+    assert "fallback chain" in str(e.value)
+    assert not out.exists()
+
+
+def test_parse_error_names_file_and_line(tmp_path):
+    p = tmp_path / "broken.mlir"
+    p.write_text("func.func @main(%x: tensor<4xf32>) -> tensor<4xf32> {\n  %y = stablehlo.add %x, %nope : tensor<4xf32>\n"
+                 "  return %y : tensor<4xf32>\n}\n")
+    with pytest.raises(FrontendError, match=r"broken.mlir.*:2:\d+.*undeclared SSA value"):
+        byteir_core.compile(p)
+
+
+def test_no_frontend_and_unknown_target_and_pass_group(tmp_path):
+    with pytest.raises(NoFrontendError, match="no installed frontend accepts"):
+        byteir_core.compile(tmp_path / "model.xyz")
+    with pytest.raises(TargetError, match="unknown target 'nope'"):
+        byteir_core.compile(MLP, target="nope")
+    with pytest.raises(PassGroupError, match="unknown pass group.*does-not-exist"):
+        byteir_core.compile(MLP, pass_groups=["does-not-exist"])
+
+
+def test_portable_artifact_and_bytecode_inputs():
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    ref = byteir_core.load(byteir_core.compile(MLP).to_bytes())(x)
+    vhlo = stablehlo_api.serialize_portable_artifact_str(MLP, "1.0.0")
+    ctx = new_context()
+    with ctx:
+        bc = module_to_bytecode(ir.Module.parse(MLP))
+    for blob in (vhlo, bc):
+        out = byteir_core.load(byteir_core.compile(blob).to_bytes())(x)
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_dump_dir_has_every_stage(tmp_path):
+    byteir_core.compile(MLP, dump_dir=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0].startswith("01-frontend-stablehlo")
+    assert any("hlo-legalize" in n for n in names) and any("hlo-fold-constants" in n for n in names)
+    assert names[-1].endswith("byre.mlir") and "byre.compute" in (tmp_path / names[-1]).read_text()
+
+
+def test_input_shapes_refine_dynamic_dims():
+    text = func("%x: tensor<?x4xf32>", "tensor<?x4xf32>",
+                "  %y = stablehlo.add %x, %x : tensor<?x4xf32>\n  return %y : tensor<?x4xf32>")
+    with pytest.raises(UnsupportedOpError, match="dynamic shapes.*--input-shape"):
+        byteir_core.compile(text)
+    art = byteir_core.compile(text, input_shapes=[[3, 4]])
+    x = np.ones((3, 4), np.float32)
+    np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x), 2 * x)
+    with pytest.raises(FrontendError, match="does not fit"):
+        byteir_core.compile(text, input_shapes=[[3, 5]])
+
+
+def test_opt_runs_only_named_groups():
+    text = func("%x: tensor<2xf32>", "tensor<2xf32>", """
+  %a = stablehlo.constant dense<[1.0, 2.0]> : tensor<2xf32>
+  %b = stablehlo.exponential %a : tensor<2xf32>
+  %c = stablehlo.add %x, %b : tensor<2xf32>
+  return %c : tensor<2xf32>""")
+    assert "stablehlo.exponential" in optimize(text, ["legalize"])
+    folded = optimize(text, ["fold-constants"])
+    assert "stablehlo.exponential" not in folded and "2.71828" in folded
+
+
+def test_memory_plan_reuses_dead_buffers_and_never_overlaps_live_ones():
+    spec = TensorSpec((256,), "f32")  # 1 KiB each
+    bufs = [Buffer(0, spec, "arg", arg=0)] + [Buffer(i, spec, "alloc") for i in range(1, 5)]
+    bufs.append(Buffer(5, spec, "arg", arg=1))
+    # chain: b1 = f(a); b2 = f(b1); b3 = f(b2); b4 = f(b3, b1) keeps b1 alive to the end
+    steps = [Step("compute", [0, 1], effects=[READ, WRITE]), Step("compute", [1, 2], effects=[READ, WRITE]),
+             Step("compute", [2, 3], effects=[READ, WRITE]), Step("compute", [3, 1, 4], effects=[READ, READ, WRITE]),
+             Step("copy", [4, 5])]
+    bm = ByreModule(args=[], buffers=bufs, steps=steps, kernels={}, weights={})
+    size = plan_memory(bm)
+    live = {1: (0, 3), 2: (1, 2), 3: (2, 3), 4: (3, 4)}
+    for i in live:
+        for j in live:
+            if i < j and not (live[i][1] < live[j][0] or live[j][1] < live[i][0]):
+                a, b = bufs[i], bufs[j]
+                assert a.arena_offset + 1024 <= b.arena_offset or b.arena_offset + 1024 <= a.arena_offset, (i, j)
+    assert size == 3 * 1024  # b2 and b4 share bytes: never more than three buffers are live at once
+    assert bufs[2].arena_offset == bufs[4].arena_offset

@@ -1,0 +1,113 @@
+"""Runtime Session: the ByteIR-style low-level API, input checking, torch/DLPack inputs, concurrency."""
+
+import ctypes
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from programs import MLP, func, mlp_numpy
+
+import byteir_core
+from byteir_core.byre import read_artifact
+from byteir_core.errors import InputError, ProviderError
+
+
+@pytest.fixture(scope="module")
+def mlp_path(tmp_path_factory):
+    p = tmp_path_factory.mktemp("rt") / "mlp.byre"
+    byteir_core.compile(MLP, output=p)
+    return p
+
+
+def test_low_level_api(mlp_path):
+    s = byteir_core.Session()
+    s.load(str(mlp_path))
+    ins, outs = s.get_input_arg_offsets(), s.get_output_arg_offsets()
+    assert ins == [0] and outs == [1] and s.get_weight_arg_offsets() == [2]
+    assert s.get_static_shape(0) == [4, 16] and s.get_data_type(0) == "f32"
+    assert s.get_static_shape(1) == [4, 8]
+    x = np.random.default_rng(1).standard_normal((4, 16)).astype(np.float32)
+    out = np.zeros((4, 8), np.float32)
+    req = s.new_request_context(None)
+    req.bind_arg(0, x)
+    req.bind_arg(1, out)  # caller-owned output buffer is written in place
+    req.finish_io_binding()
+    req.run()
+    req.sync()
+    assert req.get_arg(1) is out
+    np.testing.assert_allclose(out, mlp_numpy(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bind_by_pointer(mlp_path):
+    s = byteir_core.load(mlp_path)
+    x = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    out = np.zeros((4, 8), np.float32)
+    req = s.new_request_context()
+    req.bind_arg(0, x.ctypes.data)
+    req.bind_arg(1, out.ctypes.data_as(ctypes.c_void_p).value)
+    req.finish_io_binding()
+    req.run()
+    np.testing.assert_allclose(out, mlp_numpy(x), rtol=1e-5, atol=1e-6)
+
+
+def test_input_errors_name_argument(mlp_path):
+    s = byteir_core.load(mlp_path)
+    with pytest.raises(InputError, match=r"argument 0 \(input0\): expected f32 \[4, 16\], got float32 \[4, 15\]"):
+        s(np.zeros((4, 15), np.float32))
+    with pytest.raises(InputError, match=r"expected f32 \[4, 16\], got float64"):
+        s(np.zeros((4, 16)))
+    with pytest.raises(InputError, match="expected 1 inputs"):
+        s(np.zeros((4, 16), np.float32), np.zeros(1))
+    req = s.new_request_context()
+    with pytest.raises(InputError, match="not bound: 0"):
+        req.finish_io_binding()
+    with pytest.raises(InputError, match="is a weight"):
+        req.bind_arg(2, np.zeros(1))
+
+
+def test_non_contiguous_and_torch_inputs(mlp_path):
+    torch = pytest.importorskip("torch")
+    s = byteir_core.load(mlp_path)
+    base = np.random.default_rng(3).standard_normal((16, 4)).astype(np.float32)
+    np.testing.assert_allclose(s(base.T), mlp_numpy(base.T), rtol=1e-5, atol=1e-6)  # a strided view
+    t = torch.from_numpy(base.T.copy())
+    out = s(t)
+    assert isinstance(out, torch.Tensor)  # torch in, torch out
+    np.testing.assert_allclose(out.numpy(), mlp_numpy(base.T), rtol=1e-5, atol=1e-6)
+
+
+def test_torch_bf16_round_trip():
+    torch = pytest.importorskip("torch")
+    text = func("%a: tensor<4xbf16>", "tensor<4xbf16>",
+                "  %r = stablehlo.multiply %a, %a : tensor<4xbf16>\n  return %r : tensor<4xbf16>")
+    s = byteir_core.load(byteir_core.compile(text).to_bytes())
+    a = torch.tensor([1.5, -2.0, 3.0, 0.25], dtype=torch.bfloat16)
+    out = s(a)
+    assert out.dtype == torch.bfloat16
+    assert torch.equal(out, a * a)
+
+
+def test_concurrent_requests_on_one_session(mlp_path):
+    s = byteir_core.load(mlp_path)
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((4, 16)).astype(np.float32) for _ in range(16)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outs = list(pool.map(lambda x: s(x), xs))
+    for x, y in zip(xs, outs):
+        np.testing.assert_allclose(y, mlp_numpy(x), rtol=1e-5, atol=1e-6)
+
+
+def test_missing_provider_is_a_load_error(mlp_path, tmp_path):
+    text = read_artifact(mlp_path).text(elide_payloads=False)
+    text = text.replace('callee = "reference.stablehlo"', 'callee = "vendorx.run"') \
+               .replace('byre.backend = "reference"', 'byre.backend = "vendorx"')
+    p = tmp_path / "v.byre.mlir"
+    p.write_text(text)
+    with pytest.raises(ProviderError, match=r"callee 'vendorx.run' \(compiled by backend 'vendorx'\): no installed "
+                                            r"provider"):
+        byteir_core.load(p)
+
+
+def test_unknown_device(mlp_path):
+    with pytest.raises(ProviderError, match="device 'tpu'"):
+        byteir_core.load(mlp_path, device="tpu")
