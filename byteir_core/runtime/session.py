@@ -7,7 +7,8 @@ code: load only artifacts you trust, and pin them with ``expected_sha256`` (``by
 from __future__ import annotations
 
 import ctypes
-from typing import Any, Sequence
+import queue
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -29,6 +30,11 @@ def _from_torch(x) -> np.ndarray:
 
         return np.from_dlpack(x.contiguous().view(torch.int16)).view(ml_dtypes.bfloat16)
     return np.from_dlpack(x)
+
+
+def _view(source: np.ndarray, b) -> np.ndarray:
+    raw = source.reshape(-1).view(np.uint8)[b.byte_offset:b.byte_offset + b.spec.nbytes]
+    return raw.view(b.spec.np_dtype).reshape(b.spec.shape)
 
 
 def as_numpy(x: Any) -> np.ndarray:
@@ -108,7 +114,30 @@ class Session:
                 w = np.frombuffer(bm.weights[a.weight], dtype=a.spec.np_dtype).reshape(a.spec.shape)
                 self._weights[i] = w
         self.module, self.artifact, self._steps = bm, art, steps
+        rooted: set[int] = set()
+        for b in bm.buffers:
+            if b.kind == "arg" or (b.kind == "alias" and b.source in rooted):
+                rooted.add(b.id)
+        self._arg_rooted = [b for b in bm.buffers if b.id in rooted]
+        self._workspaces: queue.SimpleQueue = queue.SimpleQueue()
         return self
+
+    def _take_workspace(self) -> list:
+        """An arena and the views into it of every intermediate buffer, reused across requests."""
+        try:
+            return self._workspaces.get_nowait()
+        except queue.Empty:
+            pass
+        bm = self.module
+        arena = np.empty(max(bm.arena_bytes, 1), dtype=np.uint8)
+        views: list = [None] * len(bm.buffers)
+        for b in bm.buffers:
+            if b.kind == "alloc":
+                views[b.id] = arena[b.arena_offset:b.arena_offset + b.spec.nbytes].view(b.spec.np_dtype).reshape(
+                    b.spec.shape)
+            elif b.kind == "alias" and views[b.source] is not None:
+                views[b.id] = _view(views[b.source], b)
+        return views
 
     def _require(self) -> ByreModule:
         if self.module is None:
@@ -152,6 +181,7 @@ class Session:
         req.run()
         req.sync()
         outs = [req.get_arg(o) for o in bm.outputs()]
+        req.release()
         if inputs and all(type(x).__module__.startswith("torch") for x in inputs):
             return _like_torch(outs)
         return outs
@@ -171,6 +201,7 @@ class RequestContext:
         self.module = session._require()
         self._args: dict[int, np.ndarray] = dict(session._weights)
         self._bound = False
+        self._workspace: list | None = None
 
     def bind_arg(self, offset: int, value) -> None:
         bm = self.module
@@ -203,20 +234,23 @@ class RequestContext:
         for i, a in enumerate(bm.args):
             if a.kind == "output" and i not in self._args:
                 self._args[i] = np.empty(a.spec.shape, dtype=a.spec.np_dtype)
-        arena = np.empty(max(bm.arena_bytes, 1), dtype=np.uint8)
-        views: list[np.ndarray] = []
-        for b in bm.buffers:
+        if self._workspace is None:
+            self._workspace = self.session._take_workspace()
+        views = list(self._workspace)
+        for b in self.session._arg_rooted:  # argument buffers, and views of them, change per request
             if b.kind == "arg":
-                views.append(self._args[b.arg])
-            elif b.kind == "alloc":
-                raw = arena[b.arena_offset:b.arena_offset + b.spec.nbytes]
-                views.append(raw.view(b.spec.np_dtype).reshape(b.spec.shape))
+                views[b.id] = self._args[b.arg]
             else:
-                src = views[b.source].reshape(-1).view(np.uint8)
-                raw = src[b.byte_offset:b.byte_offset + b.spec.nbytes]
-                views.append(raw.view(b.spec.np_dtype).reshape(b.spec.shape))
+                views[b.id] = _view(views[b.source], b)
         self._views = views
         self._bound = True
+
+    def release(self) -> None:
+        """Give the request's arena back to the session for the next request (the context is done)."""
+        if self._workspace is not None:
+            self.session._workspaces.put(self._workspace)
+            self._workspace = None
+            self._bound = False
 
     def run(self) -> None:
         if not self._bound:
@@ -242,4 +276,3 @@ def load(source, device: str = "cpu", *, expected_sha256: str | None = None) -> 
 
 
 __all__ = ["Session", "RequestContext", "load", "as_numpy"]
-_ = Sequence
