@@ -104,7 +104,12 @@ def test_missing_provider_is_a_load_error(mlp_path, tmp_path):
     p = tmp_path / "v.byre.mlir"
     p.write_text(text)
     with pytest.raises(ProviderError, match=r"callee 'vendorx.run' \(compiled by backend 'vendorx'\): no installed "
-                                            r"provider"):
+                                            r"provider; install the plugin that provides backend 'vendorx'"):
+        byteir_core.load(p)
+    # when the manifest knows the distribution, the message names it
+    p.write_text(text.replace('backends = {reference = "byteir-core', 'backends = {vendorx = "byteir-backend-vendorx'))
+    with pytest.raises(ProviderError, match=r"install byteir-backend-vendorx \(the artifact was compiled with "
+                                            r"byteir-backend-vendorx"):
         byteir_core.load(p)
 
 

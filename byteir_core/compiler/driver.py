@@ -52,6 +52,11 @@ class _Stages:
             (self.dump_dir / f"{self.n:02d}-{name.replace(':', '-')}.mlir").write_text(text)
 
 
+def _distribution_of(registry: Registry, backend: str) -> str:
+    p = registry.plugin_of("backend", backend)
+    return f"{p.distribution} {p.version}" if p else "?"
+
+
 def choose_frontend(model, frontend: str | None, registry: Registry):
     if frontend:
         if frontend not in registry.frontends:
@@ -175,6 +180,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     bm.manifest = {
         "byteir_core": __version__,
         "plugins": registry.versions(),
+        "backends": {b: _distribution_of(registry, b) for b in sorted({s.backend for s in bm.steps if s.backend})},
         "target": target,
         "frontend": fe.name,
         "pipeline": [g.name for g in groups],

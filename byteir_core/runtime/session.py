@@ -101,11 +101,12 @@ class Session:
                                     f"(kernel {s.kernel}): {type(e).__name__}: {e}") from e
             steps.append(("compute", fn, s))
         if missing:
-            plugins = bm.manifest.get("plugins", {})
+            made_with = bm.manifest.get("backends", {})
             lines = []
             for s in {m.callee: m for m in missing}.values():
-                made_by = plugins.get(s.backend, "")
-                hint = f"install {made_by.split()[0]}" if made_by else f"install the plugin that provides {s.backend!r}"
+                dist = made_with.get(s.backend, "?")
+                hint = (f"install {dist.split()[0]} (the artifact was compiled with {dist})" if dist != "?"
+                        else f"install the plugin that provides backend {s.backend!r}")
                 lines.append(f"callee {s.callee!r} (compiled by backend {s.backend!r}): no installed provider; {hint}")
             raise ProviderError(f"{art.path or '<artifact>'}: " + "; ".join(lines))
         self._weights = {}
