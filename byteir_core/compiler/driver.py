@@ -265,7 +265,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
                 if r in first_return or any(u.owner.operation not in op_set for u in r.uses):
                     outputs.append(r)
         # A lone reshape is a view: no kernel, no copy.
-        if len(ops) == 1 and ops[0].name == "stablehlo.reshape" and inputs[0] in buf_of:
+        if len(ops) == 1 and ops[0].name == "stablehlo.reshape" and len(inputs) == 1 and not needed_consts:
             src = buf_of[inputs[0]]
             r = ops[0].results[0]
             buf_of[r] = new_buffer(TensorSpec.from_type(r.type), "alias", source=src, byte_offset=0)
