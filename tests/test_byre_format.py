@@ -132,6 +132,15 @@ def test_sha256_pinning(art):
         byteir_core.load(art.path, expected_sha256="0" * 64)
 
 
+def test_sha256_of_a_text_artifact_is_the_file_hash(art, tmp_path):
+    import hashlib
+
+    p = art.save(tmp_path / "m.byre.mlir")
+    text_art = read_artifact(p)
+    assert text_art.sha256() == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert byteir_core.load(p, expected_sha256=text_art.sha256()) is not None
+
+
 def test_failed_save_leaves_nothing_behind(art, tmp_path, monkeypatch):
     target = tmp_path / "out.byre"
 

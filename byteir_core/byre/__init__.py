@@ -22,9 +22,10 @@ class Artifact:
     """A compiled program. ``save(path)`` writes bytecode (``.byre``) or text (``.byre.mlir``)."""
 
     def __init__(self, module: ByreModule, path: str | None = None):
-        self.module = module
+        self.module = module  # treat as read-only: serialized bytes are cached
         self.path = path
         self._bytes: bytes | None = None
+        self._file_sha256: str | None = None
 
     @property
     def manifest(self) -> dict:
@@ -51,7 +52,8 @@ class Artifact:
         return str(m)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.to_bytes()).hexdigest()
+        """The hash to pin: of the file it was read from, else of its bytecode."""
+        return self._file_sha256 or hashlib.sha256(self.to_bytes()).hexdigest()
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed or interrupted save leaves no half-written file behind."""
@@ -107,13 +109,14 @@ def read_artifact(source, *, expected_sha256: str | None = None) -> Artifact:
             data = Path(source).read_bytes()
         except OSError as e:
             raise ByreFormatError(where, f"cannot read: {e.strerror}") from None
+    got = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None:
-        got = hashlib.sha256(data).hexdigest()
         if got != expected_sha256.lower():
             from ..errors import ArtifactIntegrityError
 
             raise ArtifactIntegrityError(f"{where}: sha256 is {got}, but {expected_sha256} was pinned")
     art = Artifact(read_byre(data, where), None if where == "<bytes>" else where)
+    art._file_sha256 = got
     if data.startswith(MAGIC):
         art._bytes = data
     return art
