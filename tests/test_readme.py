@@ -1,13 +1,11 @@
 """The README's plugin example is real: installed as a package with an entry point, it partitions and runs."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from plugin_factory import install_plugin, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,17 +17,8 @@ def readme_plugin_source() -> str:
     return src
 
 
-def install_plugin(site: Path, module: str, source: str, entry: str, dist: str = "readme-plugin",
-                   version: str = "0.3.1") -> None:
-    (site / f"{module}.py").write_text(source)
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[byteir]\n{entry} = {module}\n")
-
-
 def test_readme_plugin_example(tmp_path):
-    install_plugin(tmp_path, "my_plugin", readme_plugin_source(), "tanh")
+    install_plugin(tmp_path, "my_plugin", readme_plugin_source(), "tanh", dist="readme-plugin")
     x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     script = f"""
@@ -45,8 +34,7 @@ np.save({str(tmp_path / "y.npy")!r}, y)
 print(json.dumps({{"ops": art.report["ops_per_backend"], "chain": art.report["fallback_chain"],
                   "backends": art.manifest["backends"]}}))
 """
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
-    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    r = run_python(tmp_path, script)
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["ops"]["tanh"] == {"stablehlo.tanh": 1}
