@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 MLP = str(ROOT / "examples" / "mlp.mlir")
 
 
-def byteir(*args, cwd=None):
+def byteir(*args, cwd=None, **env):
     return subprocess.run([sys.executable, "-m", "byteir_core.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=300, cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+                          text=True, timeout=300, cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", **env})
 
 
 def assert_clean_error(r, *needles):
@@ -107,6 +107,21 @@ def test_dump_dir_and_default_output_name(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "mlp.byre").exists()
     assert len(list((tmp_path / "dump").glob("*.mlir"))) >= 7
+
+
+def test_only_the_core(tmp_path):
+    """BYTEIR_PLUGINS= (empty) loads no third-party plugin: compile and run with the built-ins alone."""
+    out = tmp_path / "x.byre"
+    r = byteir("compile", MLP, "-o", out, "--target", "cpu", "-v", BYTEIR_PLUGINS="")
+    assert r.returncode == 0, r.stderr
+    assert "no installed backend serves target 'cpu'" in r.stderr
+    r = byteir("run", out, BYTEIR_PLUGINS="")
+    assert r.returncode == 0 and "float32 [4, 8]" in r.stdout
+    r = byteir("list-plugins", "--json", BYTEIR_PLUGINS="")
+    rows = {p["name"]: p["status"] for p in json.loads(r.stdout)}
+    assert rows["asic_stub"] == "disabled" and rows["reference"] == "ok"
+    r = byteir("compile", MLP, "-o", out, "--target", "asic_stub", BYTEIR_PLUGINS="")
+    assert_clean_error(r, "unknown target 'asic_stub'")
 
 
 def test_list_plugins_json():

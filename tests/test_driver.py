@@ -79,6 +79,9 @@ def test_dump_dir_has_every_stage(tmp_path):
     assert names[0].startswith("01-frontend-stablehlo")
     assert any("hlo-legalize" in n for n in names) and any("hlo-fold-constants" in n for n in names)
     assert names[-1].endswith("byre.mlir") and "byre.compute" in (tmp_path / names[-1]).read_text()
+    (loadable,) = tmp_path.glob("*.byre")  # the artifact itself, re-enterable into the runtime
+    x = np.ones((4, 16), np.float32)
+    np.testing.assert_array_equal(byteir_core.load(loadable)(x), byteir_core.load(byteir_core.compile(MLP))(x))
 
 
 def test_input_shapes_refine_dynamic_dims():

@@ -189,7 +189,9 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     }
     bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes}
     art = Artifact(bm)
-    stages.dump("byre", art.text())
+    stages.dump("byre", art.text())  # for reading: payloads elided
+    if stages.dump_dir:  # for re-entering: the loadable artifact itself
+        (stages.dump_dir / f"{stages.n:02d}-byre.byre").write_bytes(art.to_bytes())
     if output is not None:
         art.save(output)
     return art
