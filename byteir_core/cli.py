@@ -99,8 +99,10 @@ def cmd_run(args) -> int:
     dt = time.perf_counter() - t0
     for i, (o, v) in enumerate(zip(session.get_output_arg_offsets(), outs)):
         arr = np.asarray(v)
-        checksum = float(np.asarray(arr, dtype=np.float64).sum()) if arr.size else 0.0
-        console.print(f"output {i} {session.get_arg_name(o)}: {arr.dtype} {list(arr.shape)} sum={checksum:.6g}")
+        as64 = np.asarray(arr, dtype=np.float64)
+        total, l2 = (float(as64.sum()), float(np.sqrt((as64 * as64).sum()))) if arr.size else (0.0, 0.0)
+        console.print(f"output {i} {session.get_arg_name(o)}: {arr.dtype} {list(arr.shape)} "
+                      f"sum={total:.6g} l2={l2:.6g}")
     console.print(f"ran in {dt * 1e3:.3f} ms")
     if args.output:
         np.savez(args.output, **{session.get_arg_name(o): np.asarray(v)
