@@ -8,15 +8,12 @@ regions; deprecated ops are legalized by the ``legalize`` pass group before part
 
 from __future__ import annotations
 
-import threading
-
-import numpy as np
-
-from ..dtypes import TensorSpec, copy_into
+from ..dtypes import TensorSpec
 from ..errors import ProviderError
 from ..hookspecs import hookimpl
 from ..interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
-from ..mlir import capture_diagnostics, ir, new_context, stablehlo_api
+from ..interpreter import Interpreter
+from ..mlir import ir, stablehlo_api
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -112,13 +109,6 @@ class ReferenceBackend(Backend):
         return CompiledCluster(CALLEE, Kernel("stablehlo-portable", blob, "main"))
 
 
-def _to_attr(a: np.ndarray):
-    a = np.require(a, requirements="C")  # unlike ascontiguousarray, keeps rank 0
-    if a.dtype.name == "bfloat16":
-        a = a.view(np.int16)
-    return ir.DenseElementsAttr.get(a, shape=list(a.shape))
-
-
 class ReferenceProvider(Provider):
     name = "reference"
     device = "cpu"
@@ -126,33 +116,13 @@ class ReferenceProvider(Provider):
     description = "runs stablehlo-portable kernels in the StableHLO interpreter"
 
     def __init__(self):
-        self._ctx = None
-        # The interpreter and attribute creation share one MLIR context; one call at a time keeps the
-        # oracle simple and safe under concurrent requests (it is not a fast path).
-        self._lock = threading.Lock()
+        self._interpreter = Interpreter()
 
     def load(self, callee, kernel, attrs):
         if kernel is None or kernel.format != "stablehlo-portable":
             raise ProviderError(f"{callee} needs a stablehlo-portable kernel, got "
                                 f"{kernel.format if kernel else 'none'}")
-        with self._lock:
-            if self._ctx is None:
-                self._ctx = new_context()
-            try:
-                module = stablehlo_api.deserialize_portable_artifact(self._ctx, kernel.data)
-            except Exception as e:  # noqa: BLE001
-                raise ProviderError(f"{callee}: kernel is not a readable StableHLO portable artifact: {e}") from None
-
-        def run(inputs, outputs):
-            with self._lock, self._ctx, ir.Location.unknown(), capture_diagnostics(self._ctx) as diags:
-                try:
-                    results = stablehlo_api.eval_module(module, [_to_attr(a) for a in inputs])
-                except Exception as e:  # noqa: BLE001
-                    raise ProviderError(f"{callee}: the interpreter failed: {'; '.join(diags) or e}") from None
-                for out, res in zip(outputs, results):
-                    copy_into(out, res)
-
-        return run
+        return self._interpreter.load(kernel.data, callee)
 
 
 @hookimpl

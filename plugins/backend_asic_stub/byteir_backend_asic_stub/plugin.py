@@ -9,13 +9,12 @@ a simulator, the StableHLO reference interpreter. Everything else the target doe
 from __future__ import annotations
 
 import struct
-import threading
 
 from byteir_core import hookimpl
-from byteir_core.dtypes import copy_into
 from byteir_core.errors import ProviderError
 from byteir_core.interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
-from byteir_core.mlir import capture_diagnostics, ir, new_context, stablehlo_api
+from byteir_core.interpreter import Interpreter  # the StableHLO interpreter, our "simulator"
+from byteir_core.mlir import ir
 
 # Step 2: say which plugin API this file was written for; another major version is refused, not crashed.
 BYTEIR_PLUGIN_API = "1.0"
@@ -67,8 +66,7 @@ class AsicStubProvider(Provider):
     description = "runs asic-stub blobs on the simulator (the StableHLO interpreter)"
 
     def __init__(self):
-        self._ctx = None
-        self._lock = threading.Lock()  # the simulator is one device: one kernel at a time
+        self._simulator = Interpreter()  # <- replace: your device driver
 
     # Step 6: load() is called once per byre.compute when a Session loads the artifact. Validate the blob
     # here (a bad artifact is a load-time error, not a crash mid-run) and return fn(inputs, outputs).
@@ -82,28 +80,15 @@ class AsicStubProvider(Provider):
             raise ProviderError(f"{callee}: blob magic {magic!r} is not {MAGIC!r}: not an {NAME} kernel")
         if version > BLOB_VERSION:
             raise ProviderError(f"{callee}: blob version {version} is newer than this driver's {BLOB_VERSION}")
-        with self._lock:
-            if self._ctx is None:
-                self._ctx = new_context()  # only the core makes contexts; a plugin asks it for one
-            try:  # <- replace: load the binary onto your device
-                program = stablehlo_api.deserialize_portable_artifact(self._ctx, kernel.data[HEADER.size:])
-            except Exception as e:  # noqa: BLE001
-                raise ProviderError(f"{callee}: blob payload is unreadable: {e}") from None
+        program = self._simulator.load(kernel.data[HEADER.size:], callee)  # <- replace: load onto the device
 
         # Step 7: fn reads the input buffers and writes the output buffers in place. Several requests may
-        # call it at once from different threads: keep per-call state local (or lock, as here).
+        # call it at once from different threads: keep per-call state local (the simulator takes a lock).
         def run(inputs, outputs):
             if len(inputs) != n_in or len(outputs) != n_out:
                 raise ProviderError(f"{callee}: kernel takes {n_in} inputs and {n_out} outputs, "
                                     f"got {len(inputs)} and {len(outputs)}")
-            with self._lock, self._ctx, ir.Location.unknown(), capture_diagnostics(self._ctx) as diags:
-                args = [ir.DenseElementsAttr.get(a, shape=list(a.shape)) for a in inputs]
-                try:
-                    results = stablehlo_api.eval_module(program, args)
-                except Exception as e:  # noqa: BLE001
-                    raise ProviderError(f"{callee}: simulator failed: {'; '.join(diags) or e}") from None
-                for out, res in zip(outputs, results):
-                    copy_into(out, res)
+            program(inputs, outputs)
 
         return run
 
