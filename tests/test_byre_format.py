@@ -14,7 +14,7 @@ from byteir_core.errors import ArtifactIntegrityError, ByreFormatError
 @pytest.fixture(scope="module")
 def art(tmp_path_factory):
     d = tmp_path_factory.mktemp("byre")
-    return byteir_core.compile(MLP, target="cpu", output=d / "mlp.byre")
+    return byteir_core.compile(MLP, target="reference", output=d / "mlp.byre")
 
 
 def test_bytecode_and_text_round_trip(art, tmp_path):
@@ -42,7 +42,7 @@ def test_bytecode_and_text_round_trip(art, tmp_path):
 def test_manifest_names_versions_target_and_pipeline(art):
     m = art.manifest
     assert m["byteir_core"] == byteir_core.__version__
-    assert m["target"] == "cpu" and m["frontend"] == "stablehlo"
+    assert m["target"] == "reference" and m["frontend"] == "stablehlo"
     assert "legalize" in m["pipeline"] and "reference" in m["plugins"]
     assert re.fullmatch(r"[0-9a-f]{16}", m["options_hash"])
     assert re.match(r"\d{4}-\d\d-\d\dT", m["created"])

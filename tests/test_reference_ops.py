@@ -16,7 +16,7 @@ T = "tensor<3x4xf32>"
 
 
 def run(text, *inputs, tmp_path=None, **kw):
-    art = byteir_core.compile(text, target="cpu", **kw)
+    art = byteir_core.compile(text, target="reference", **kw)
     return byteir_core.load(art.to_bytes()).run(*inputs), art
 
 

@@ -15,7 +15,7 @@ from byteir_core.errors import InputError, ProviderError
 @pytest.fixture(scope="module")
 def mlp_path(tmp_path_factory):
     p = tmp_path_factory.mktemp("rt") / "mlp.byre"
-    byteir_core.compile(MLP, output=p)
+    byteir_core.compile(MLP, target="reference", output=p)
     return p
 
 

@@ -40,17 +40,18 @@ def compiled(tmp_path_factory):
 
 def test_gemm_and_conv_go_to_the_chip_and_the_rest_falls_back(compiled):
     art, _ = compiled
+    # the rest goes to cpu when a cpu backend is installed, else on to the core's reference backend
+    rest = "cpu" if "cpu" in load_registry().backends else "reference"
     per = art.report["ops_per_backend"]
     assert per["asic_stub"] == {"stablehlo.convolution": 1, "stablehlo.dot_general": 1}
-    assert "stablehlo.tanh" in per["reference"] and "stablehlo.add" in per["reference"]
+    assert set(per) == {"asic_stub", rest}
+    assert "stablehlo.tanh" in per[rest] and "stablehlo.add" in per[rest]
     assert art.report["fallback_chain"] == ["asic_stub", "cpu", "reference"]
-    backends = {k.backend for k in art.module.kernels.values()}
-    assert backends == {"asic_stub", "reference"}
-    assert {k.kernel.format for k in art.module.kernels.values()} == {"asic-stub-blob", "stablehlo-portable"}
+    assert {k.backend for k in art.module.kernels.values()} == {"asic_stub", rest}
+    assert "asic-stub-blob" in {k.kernel.format for k in art.module.kernels.values()}
     assert art.manifest["backends"]["asic_stub"].startswith("byteir-backend-asic-stub ")
-    # conv (chip) -> tanh, reshape (reference) -> dot (chip) -> add (reference)
-    assert [s.backend for s in art.module.steps if s.op == "compute"] == \
-        ["asic_stub", "reference", "asic_stub", "reference"]
+    # conv (chip) -> tanh, reshape (fallback) -> dot (chip) -> add (fallback)
+    assert [s.backend for s in art.module.steps if s.op == "compute"] == ["asic_stub", rest, "asic_stub", rest]
     assert art.module.arena_bytes > 0  # intermediates between the two backends live in the planned arena
 
 
@@ -84,7 +85,7 @@ def test_unsupported_types_are_not_claimed():
   return %d : tensor<2x2xf64>
 }"""
     art = byteir_core.compile(text, target="asic_stub")
-    assert art.report["ops_per_backend"] == {"reference": {"stablehlo.dot_general": 1}}
+    assert "asic_stub" not in art.report["ops_per_backend"]
 
 
 def test_listed_as_a_plugin():
