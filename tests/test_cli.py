@@ -52,8 +52,10 @@ def test_compile_run_inspect(tmp_path):
     r = byteir("inspect", out, "--extract", tmp_path / "k")
     assert r.returncode == 0, r.stderr
     files = sorted((tmp_path / "k").iterdir())
-    assert [f.name for f in files] == [f"{k['name']}.vhlo.mlirbc" for k in info["kernels"]]
-    assert files[0].read_bytes().startswith(b"ML\xefR")  # a StableHLO portable artifact
+    assert [f.name.split(".")[0] for f in files] == [k["name"] for k in info["kernels"]]
+    magic = {"stablehlo-portable": b"ML\xefR", "elf-shared-object": b"\x7fELF"}
+    for f, k in zip(files, info["kernels"]):
+        assert f.stat().st_size == k["bytes"] and f.read_bytes().startswith(magic[k["format"]])
     assert '"byre.compute"' in r.stdout and "ByRE 1.0" in r.stdout
 
     r = byteir("run", out, "--sha256", "f" * 64)

@@ -38,7 +38,9 @@ print(json.dumps({{"ops": art.report["ops_per_backend"], "chain": art.report["fa
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["ops"]["tanh"] == {"stablehlo.tanh": 1}
-    assert rep["ops"]["reference"] == {"stablehlo.add": 1}
+    # the rest goes to cpu when the cpu backend is installed, else on to reference
+    rest = {k: v for k, v in rep["ops"].items() if k != "tanh"}
+    assert rest in ({"cpu": {"stablehlo.add": 1}}, {"reference": {"stablehlo.add": 1}})
     assert rep["chain"][0] == "tanh" and rep["chain"][-1] == "reference"
     assert rep["backends"]["tanh"] == "readme-plugin 0.3.1"
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.tanh(x) + x, rtol=1e-6)

@@ -1,0 +1,1 @@
+"""byteir-backend-cpu: ahead-of-time native code for the host CPU."""

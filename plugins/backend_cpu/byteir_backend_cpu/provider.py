@@ -1,0 +1,82 @@
+"""The CPU provider: loads kernels (shared objects carried in the artifact) and calls them through ctypes.
+
+Loading an artifact runs its native code: see the trust note in docs/byre.md.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import tempfile
+import uuid
+from functools import lru_cache
+
+import numpy as np
+
+from byteir_core.errors import ProviderError
+from byteir_core.interfaces import Provider
+
+CALLEE = "cpu.native"
+FORMAT = "elf-shared-object"
+
+
+@lru_cache(maxsize=None)
+def _descriptor_type(rank: int):
+    """MLIR's ranked memref descriptor: allocated, aligned, offset, sizes[rank], strides[rank]."""
+    fields = [("allocated", ctypes.c_void_p), ("aligned", ctypes.c_void_p), ("offset", ctypes.c_int64)]
+    if rank:
+        fields += [("sizes", ctypes.c_int64 * rank), ("strides", ctypes.c_int64 * rank)]
+    return type(f"MemRef{rank}D", (ctypes.Structure,), {"_fields_": fields})
+
+
+def descriptor(a: np.ndarray):
+    rank = a.ndim
+    ptr = a.ctypes.data
+    d = _descriptor_type(rank)(ptr, ptr, 0)
+    if rank:
+        d.sizes[:] = a.shape
+        d.strides[:] = [s // a.itemsize for s in a.strides] if a.size else [0] * rank
+    return d
+
+
+def _load_library(data: bytes) -> ctypes.CDLL:
+    """dlopen a shared object held in memory.
+
+    The dynamic loader identifies libraries by path, and returns an already-loaded library for a path it
+    has seen, even if the file changed: so every kernel gets a path never used before (a fresh uuid), and the
+    file is unlinked once mapped.
+    """
+    path = os.path.join(tempfile.gettempdir(), f"byteir-kernel-{os.getpid()}-{uuid.uuid4().hex}.so")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return ctypes.CDLL(path)
+    finally:
+        os.unlink(path)
+
+
+class CpuProvider(Provider):
+    name = "cpu"
+    device = "cpu"
+    callees = (CALLEE,)
+    description = "runs ahead-of-time compiled kernels (shared objects) through ctypes"
+
+    def load(self, callee, kernel, attrs):
+        if kernel is None or kernel.format != FORMAT:
+            raise ProviderError(f"{callee}: expected an {FORMAT} kernel, got {kernel.format if kernel else None}")
+        if not kernel.data.startswith(b"\x7fELF"):
+            raise ProviderError(f"{callee}: kernel is not an ELF shared object")
+        try:
+            lib = _load_library(kernel.data)
+            fn = getattr(lib, f"_mlir_ciface_{kernel.entry}")
+        except (OSError, AttributeError) as e:
+            raise ProviderError(f"{callee}: cannot load kernel {kernel.entry!r}: {e}") from None
+        fn.restype = None
+
+        def run(inputs, outputs):
+            descs = [descriptor(a) for a in inputs] + [descriptor(a) for a in outputs]
+            fn(*[ctypes.byref(d) for d in descs])
+
+        run.library = lib  # keep the library mapped as long as the kernel lives
+        return run

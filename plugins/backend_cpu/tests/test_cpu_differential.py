@@ -1,0 +1,239 @@
+"""Differential tests: every op the cpu backend claims, per dtype and shape, against the reference interpreter.
+
+Each program is compiled twice, for ``cpu`` and for ``reference``; the test first checks that the op really
+went to the cpu backend (so a silent fallback cannot pass), then compares outputs: bit-exact for integers and
+booleans, within a tolerance per float type.
+"""
+
+import numpy as np
+import pytest
+
+import byteir_core
+from byteir_core.dtypes import to_numpy
+
+RTOL = {"f64": 1e-12, "f32": 2e-6, "f16": 2e-3}
+rng = np.random.default_rng(1234)
+
+
+def random(shape, dtype, kind="any"):
+    dt = to_numpy(dtype)
+    if dtype == "i1":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if np.issubdtype(dt, np.integer):
+        lo = 1 if kind == "nonzero" else (-9 if kind == "any" else 0)
+        return rng.integers(lo, 10, size=shape).astype(dt)
+    a = rng.standard_normal(size=shape) * 2
+    if kind == "positive":
+        a = np.abs(a) + 0.25
+    elif kind == "nonzero":
+        a = np.where(np.abs(a) < 0.25, 0.5, a)
+    elif kind == "unit":
+        a = np.tanh(a) * 0.9
+    return a.astype(dt)
+
+
+def ty(shape, dtype):
+    return "tensor<" + "".join(f"{d}x" for d in shape) + dtype + ">"
+
+
+def check(text, inputs, expect_on_cpu, accumulate=False, pass_groups=None):
+    """``accumulate``: sums of many products, whose rounding depends on summation order; compare with an
+    absolute tolerance scaled by the output's magnitude."""
+    cpu = byteir_core.compile(text, target="cpu", pass_groups=pass_groups)
+    claimed = set(cpu.report["ops_per_backend"].get("cpu", {}))
+    assert set(expect_on_cpu) <= claimed, cpu.report["ops_per_backend"]
+    ref = byteir_core.compile(text, target="reference", pass_groups=pass_groups)
+    got = byteir_core.load(cpu.to_bytes()).run(*inputs)
+    want = byteir_core.load(ref.to_bytes()).run(*inputs)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        if np.issubdtype(g.dtype, np.floating):
+            tol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-6, np.dtype(np.float16): 2e-3}[g.dtype]
+            scale = float(np.abs(w.astype(np.float64)).max(initial=1.0)) if accumulate else 1.0
+            np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=tol, atol=tol * scale * 4,
+                                       equal_nan=True)
+        else:
+            np.testing.assert_array_equal(g, w)
+
+
+UNARY_FLOAT = {
+    "abs": "any", "ceil": "any", "cosine": "any", "exponential": "any",
+    "exponential_minus_one": "any", "floor": "any", "log": "positive", "log_plus_one": "positive",
+    "logistic": "any", "negate": "any", "rsqrt": "positive", "sign": "any", "sine": "any", "sqrt": "positive",
+    "tan": "unit", "tanh": "any", "round_nearest_afz": "any", "round_nearest_even": "any",
+}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64", "f16"])
+@pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
+def test_unary_float(op, dtype):
+    t = ty((3, 5), dtype)
+    text = f"func.func @main(%x: {t}) -> {t} {{\n  %r = stablehlo.{op} %x : {t}\n  return %r : {t}\n}}"
+    check(text, [random((3, 5), dtype, UNARY_FLOAT[op])], [f"stablehlo.{op}"])
+
+
+BINARY_FLOAT = {"add": "any", "subtract": "any", "multiply": "any", "divide": "nonzero", "maximum": "any",
+                "minimum": "any", "atan2": "nonzero", "power": "positive", "remainder": "nonzero"}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64", "f16"])
+@pytest.mark.parametrize("op", sorted(BINARY_FLOAT))
+def test_binary_float(op, dtype):
+    t = ty((4, 3), dtype)
+    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %r = stablehlo.{op} %x, %y : {t}\n"
+            f"  return %r : {t}\n}}")
+    x = random((4, 3), dtype, "positive" if op == "power" else "any")
+    y = random((4, 3), dtype, BINARY_FLOAT[op])
+    if op == "power":
+        y = (y % 3).astype(y.dtype)
+    check(text, [x, y], [f"stablehlo.{op}"])
+
+
+BINARY_INT = {"add": "any", "subtract": "any", "multiply": "any", "maximum": "any", "minimum": "any",
+              "and": "any", "or": "any", "xor": "any", "divide": "nonzero", "remainder": "nonzero"}
+
+
+@pytest.mark.parametrize("dtype", ["i8", "i16", "i32", "i64"])
+@pytest.mark.parametrize("op", sorted(BINARY_INT))
+def test_binary_int(op, dtype):
+    t = ty((2, 7), dtype)
+    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %r = stablehlo.{op} %x, %y : {t}\n"
+            f"  return %r : {t}\n}}")
+    check(text, [random((2, 7), dtype), random((2, 7), dtype, BINARY_INT[op])], [f"stablehlo.{op}"])
+
+
+@pytest.mark.parametrize("op", ["abs", "negate", "sign", "not"])
+@pytest.mark.parametrize("dtype", ["i32", "i64"])
+def test_unary_int(op, dtype):
+    t = ty((6,), dtype)
+    text = f"func.func @main(%x: {t}) -> {t} {{\n  %r = stablehlo.{op} %x : {t}\n  return %r : {t}\n}}"
+    check(text, [random((6,), dtype)], [f"stablehlo.{op}"])
+
+
+@pytest.mark.parametrize("op", ["and", "or", "xor"])
+def test_bool_ops_and_not(op):
+    t = ty((3, 3), "i1")
+    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %a = stablehlo.{op} %x, %y : {t}\n"
+            f"  %r = stablehlo.not %a : {t}\n  return %r : {t}\n}}")
+    check(text, [random((3, 3), "i1"), random((3, 3), "i1")], [f"stablehlo.{op}", "stablehlo.not"])
+
+
+@pytest.mark.parametrize("direction", ["EQ", "NE", "LT", "LE", "GT", "GE"])
+@pytest.mark.parametrize("dtype", ["f32", "i32"])
+def test_compare_select_clamp(direction, dtype):
+    t, b = ty((4, 4), dtype), ty((4, 4), "i1")
+    text = f"""func.func @main(%x: {t}, %y: {t}, %lo: {t}, %hi: {t}) -> ({t}, {b}) {{
+  %c = stablehlo.compare {direction}, %x, %y : ({t}, {t}) -> {b}
+  %s = stablehlo.select %c, %x, %y : {b}, {t}
+  %r = stablehlo.clamp %lo, %s, %hi : {t}
+  return %r, %c : {t}, {b}
+}}"""
+    x = random((4, 4), dtype)
+    y = np.where(rng.random((4, 4)) < 0.3, x, random((4, 4), dtype)).astype(x.dtype)  # some ties
+    lo = np.full((4, 4), -1, x.dtype)
+    check(text, [x, y, lo, np.full((4, 4), 1, x.dtype)],
+          ["stablehlo.compare", "stablehlo.select", "stablehlo.clamp"])
+
+
+@pytest.mark.parametrize("src,dst", [("f32", "i32"), ("i32", "f32"), ("f32", "f16"), ("f16", "f32"),
+                                     ("i64", "i32"), ("i32", "i64"), ("i1", "f32"), ("f32", "i1"),
+                                     ("f64", "f32"), ("i8", "i32")])
+def test_convert(src, dst):
+    a, b = ty((5,), src), ty((5,), dst)
+    text = f"func.func @main(%x: {a}) -> {b} {{\n  %r = stablehlo.convert %x : ({a}) -> {b}\n  return %r : {b}\n}}"
+    x = random((5,), src)
+    if src.startswith("f") and dst.startswith("i") and dst != "i1":
+        x = (x * 3).astype(x.dtype)
+    check(text, [x], ["stablehlo.convert"])
+
+
+def test_is_finite():
+    t, b = ty((6,), "f32"), ty((6,), "i1")
+    text = f"func.func @main(%x: {t}) -> {b} {{\n  %r = stablehlo.is_finite %x : ({t}) -> {b}\n  return %r : {b}\n}}"
+    check(text, [np.array([1.0, np.inf, -np.inf, np.nan, 0.0, -3.5], np.float32)], ["stablehlo.is_finite"])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "i32"])
+def test_dot_general_batched_and_transposed(dtype):
+    text = f"""func.func @main(%a: {ty((2, 3, 5), dtype)}, %b: {ty((2, 4, 5), dtype)}) -> {ty((2, 3, 4), dtype)} {{
+  %d = stablehlo.dot_general %a, %b, batching_dims = [0] x [0], contracting_dims = [2] x [2] : ({ty((2, 3, 5), dtype)}, {ty((2, 4, 5), dtype)}) -> {ty((2, 3, 4), dtype)}
+  return %d : {ty((2, 3, 4), dtype)}
+}}"""
+    check(text, [random((2, 3, 5), dtype), random((2, 4, 5), dtype)], ["stablehlo.dot_general"], accumulate=True)
+
+
+def test_structural_ops_rank0_and_broadcasts():
+    text = """func.func @main(%x: tensor<3x4xf32>, %s: tensor<f32>) -> (tensor<4x6xf32>, tensor<3x4xf32>, tensor<2x3xi32>) {
+  %t = stablehlo.transpose %x, dims = [1, 0] : (tensor<3x4xf32>) -> tensor<4x3xf32>
+  %c = stablehlo.concatenate %t, %t, dim = 1 : (tensor<4x3xf32>, tensor<4x3xf32>) -> tensor<4x6xf32>
+  %r = stablehlo.reverse %c, dims = [0] : tensor<4x6xf32>
+  %sb = stablehlo.broadcast_in_dim %s, dims = [] : (tensor<f32>) -> tensor<3x4xf32>
+  %sl = stablehlo.slice %x [0:3:2, 1:4] : (tensor<3x4xf32>) -> tensor<2x3xf32>
+  %m = stablehlo.multiply %x, %sb : tensor<3x4xf32>
+  %i = stablehlo.iota dim = 1 : tensor<2x3xi32>
+  %cv = stablehlo.convert %sl : (tensor<2x3xf32>) -> tensor<2x3xi32>
+  %a = stablehlo.add %i, %cv : tensor<2x3xi32>
+  return %r, %m, %a : tensor<4x6xf32>, tensor<3x4xf32>, tensor<2x3xi32>
+}"""
+    x = (random((3, 4), "f32") * 3).astype(np.float32)
+    no_folding = ["legalize", "inline", "shape-refinement", "canonicalize", "cse"]  # keep iota an op
+    check(text, [x, np.array(1.5, np.float32)], pass_groups=no_folding, expect_on_cpu=
+          ["stablehlo.transpose", "stablehlo.concatenate", "stablehlo.reverse", "stablehlo.broadcast_in_dim",
+           "stablehlo.slice", "stablehlo.iota"])
+
+
+def test_pad_reshape_and_zero_size():
+    text = """func.func @main(%x: tensor<2x3xf32>, %z: tensor<0x3xf32>) -> (tensor<5x8xf32>, tensor<6xf32>, tensor<0x3xf32>) {
+  %v = stablehlo.constant dense<-1.0> : tensor<f32>
+  %p = stablehlo.pad %x, %v, low = [1, 2], high = [1, 1], interior = [1, 1] : (tensor<2x3xf32>, tensor<f32>) -> tensor<5x8xf32>
+  %e = stablehlo.exponential %x : tensor<2x3xf32>
+  %r = stablehlo.reshape %e : (tensor<2x3xf32>) -> tensor<6xf32>
+  %zz = stablehlo.add %z, %z : tensor<0x3xf32>
+  return %p, %r, %zz : tensor<5x8xf32>, tensor<6xf32>, tensor<0x3xf32>
+}"""
+    check(text, [random((2, 3), "f32"), np.zeros((0, 3), np.float32)], ["stablehlo.pad", "stablehlo.reshape"])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "i32"])
+def test_reduce_sum_and_max(dtype):
+    t = ty((4, 6), dtype)
+    s = ty((), dtype)
+    init_max = "0xFF800000" if dtype == "f32" else "-2147483648"
+    text = f"""func.func @main(%x: {t}) -> ({ty((6,), dtype)}, {ty((4,), dtype)}) {{
+  %z = stablehlo.constant dense<0> : {s}
+  %m = stablehlo.constant dense<{init_max}> : {s}
+  %a = stablehlo.reduce(%x init: %z) applies stablehlo.add across dimensions = [0] : ({t}, {s}) -> {ty((6,), dtype)}
+  %b = stablehlo.reduce(%x init: %m) applies stablehlo.maximum across dimensions = [1] : ({t}, {s}) -> {ty((4,), dtype)}
+  return %a, %b : {ty((6,), dtype)}, {ty((4,), dtype)}
+}}""".replace("dense<0> : tensor<f32>", "dense<0.0> : tensor<f32>")
+    check(text, [random((4, 6), dtype)], ["stablehlo.reduce"], accumulate=True)
+
+
+@pytest.mark.parametrize("stride,pad,dilation,groups", [(1, 0, 1, 1), (2, 1, 1, 1), (1, 1, 2, 1), (1, 0, 1, 2)])
+def test_convolution(stride, pad, dilation, groups):
+    n, c, h, o, k = 2, 4, 7, 6, 3
+    eff = (k - 1) * dilation + 1
+    oh = (h + 2 * pad - eff) // stride + 1
+    xin, win, out = (n, c, h, h), (o, c // groups, k, k), (n, o, oh, oh)
+    text = f"""func.func @main(%x: {ty(xin, "f32")}, %w: {ty(win, "f32")}) -> {ty(out, "f32")} {{
+  %r = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {{stride = [{stride}, {stride}], pad = [[{pad}, {pad}], [{pad}, {pad}]], rhs_dilate = [{dilation}, {dilation}]}} {{batch_group_count = 1 : i64, feature_group_count = {groups} : i64}} : ({ty(xin, "f32")}, {ty(win, "f32")}) -> {ty(out, "f32")}
+  return %r : {ty(out, "f32")}
+}}"""
+    check(text, [random(xin, "f32"), random(win, "f32")], ["stablehlo.convolution"], accumulate=True)
+
+
+def test_unclaimed_ops_fall_back_to_reference_and_the_report_says_so():
+    text = """func.func @main(%x: tensor<5xf32>) -> tensor<5xf32> {
+  %s = "stablehlo.sort"(%x) ({
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %c = stablehlo.compare LT, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>
+      stablehlo.return %c : tensor<i1>
+  }) {dimension = 0 : i64} : (tensor<5xf32>) -> tensor<5xf32>
+  %e = stablehlo.exponential %s : tensor<5xf32>
+  return %e : tensor<5xf32>
+}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.exponential": 1},
+                                             "reference": {"stablehlo.sort": 1}}
+    x = np.array([3.0, -1.0, 2.0, 0.5, -4.0], np.float32)
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), np.exp(np.sort(x)), rtol=1e-6)
