@@ -134,7 +134,8 @@ def cmd_inspect(args) -> int:
     if args.extract:
         d = Path(args.extract)
         d.mkdir(parents=True, exist_ok=True)
-        ext = {"ptx": ".ptx", "cubin": ".cubin", "elf-shared-object": ".so", "stablehlo-portable": ".vhlo.mlirbc"}
+        ext = {"ptx": ".ptx", "cubin": ".cubin", "elf-shared-object": ".so", "stablehlo-portable": ".vhlo.mlirbc",
+               "npz-operands": ".npz"}
         written = []
         for k in art.module.kernels.values():
             p = d / f"{k.name}{ext.get(k.kernel.format, '.' + k.kernel.format.replace('/', '_') + '.bin')}"

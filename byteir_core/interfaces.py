@@ -127,6 +127,7 @@ class Backend:
     - ``fallback`` lists, in order, the targets that take the ops this target's backends do not claim. The
       built-in ``reference`` backend always ends every chain.
     - ``device`` is the runtime device its kernels run on (``cpu``, ``cuda``, a vendor's name).
+    - ``max_cluster_ops`` caps how many consecutive ops one cluster holds.
     """
 
     name: str = ""
@@ -134,6 +135,9 @@ class Backend:
     targets: tuple[str, ...] = ()
     fallback: tuple[str, ...] = ()
     description: str = ""
+    #: The most ops one cluster may hold (None: no limit). A library-call backend that runs one op per kernel
+    #: (a BLAS GEMM, say) sets 1.
+    max_cluster_ops: int | None = None
 
     def claims(self, op) -> int | None:
         """Priority (higher wins) with which this backend takes ``op`` (an ``ir.Operation``), or None."""

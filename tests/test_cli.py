@@ -53,7 +53,7 @@ def test_compile_run_inspect(tmp_path):
     assert r.returncode == 0, r.stderr
     files = sorted((tmp_path / "k").iterdir())
     assert [f.name.split(".")[0] for f in files] == [k["name"] for k in info["kernels"]]
-    magic = {"stablehlo-portable": b"ML\xefR", "elf-shared-object": b"\x7fELF"}
+    magic = {"stablehlo-portable": b"ML\xefR", "elf-shared-object": b"\x7fELF", "npz-operands": b"PK"}
     for f, k in zip(files, info["kernels"]):
         assert f.stat().st_size == k["bytes"] and f.read_bytes().startswith(magic[k["format"]])
     assert '"byre.compute"' in r.stdout and "ByRE 1.0" in r.stdout

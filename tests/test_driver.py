@@ -125,3 +125,15 @@ def test_memory_plan_reuses_dead_buffers_and_never_overlaps_live_ones():
                 assert a.arena_offset + 1024 <= b.arena_offset or b.arena_offset + 1024 <= a.arena_offset, (i, j)
     assert size == 3 * 1024  # b2 and b4 share bytes: never more than three buffers are live at once
     assert bufs[2].arena_offset == bufs[4].arena_offset
+
+
+def test_clusters_respect_a_backends_op_limit():
+    from byteir_core.compiler.partition import form_clusters
+
+    ops = ["a1", "a2", "a3", "b1", "a4"]
+    assignment = {"a1": "lib", "a2": "lib", "a3": "lib", "b1": "gen", "a4": "lib"}
+    assert form_clusters(ops, assignment) == [("lib", ["a1", "a2", "a3"]), ("gen", ["b1"]), ("lib", ["a4"])]
+    assert form_clusters(ops, assignment, {"lib": 1, "gen": None}) == \
+        [("lib", ["a1"]), ("lib", ["a2"]), ("lib", ["a3"]), ("gen", ["b1"]), ("lib", ["a4"])]
+    assert form_clusters(ops, assignment, {"lib": 2}) == [("lib", ["a1", "a2"]), ("lib", ["a3"]), ("gen", ["b1"]),
+                                                         ("lib", ["a4"])]

@@ -210,7 +210,8 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     small_consts = {op for op in body if op.name == "stablehlo.constant" and op not in weights_ops}
     compute_ops = [op for op in body if op.name != "stablehlo.constant"]
     part = partition_by_capability(compute_ops, target, registry)
-    clusters = form_clusters(compute_ops, part.assignment)
+    clusters = form_clusters(compute_ops, part.assignment,
+                             {n: b.max_cluster_ops for n, b in registry.backends.items()})
 
     # Entry signature: inputs, outputs, weights.
     bm = ByreModule(args=[], buffers=[], steps=[], kernels={}, weights={})

@@ -110,12 +110,15 @@ def partition_by_capability(ops, target: str, registry: Registry) -> Partition:
     return part
 
 
-def form_clusters(ops, assignment: dict) -> list[tuple[str, list]]:
-    """Maximal runs of consecutive ops assigned to the same backend, in program order."""
+def form_clusters(ops, assignment: dict, max_ops: dict[str, int | None] | None = None) -> list[tuple[str, list]]:
+    """Maximal runs of consecutive ops assigned to the same backend, in program order, each at most
+    ``max_ops[backend]`` ops long."""
+    max_ops = max_ops or {}
     clusters: list[tuple[str, list]] = []
     for op in ops:
         b = assignment[op]
-        if clusters and clusters[-1][0] == b:
+        limit = max_ops.get(b)
+        if clusters and clusters[-1][0] == b and (limit is None or len(clusters[-1][1]) < limit):
             clusters[-1][1].append(op)
         else:
             clusters.append((b, [op]))

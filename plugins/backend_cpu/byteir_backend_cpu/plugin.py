@@ -1,7 +1,8 @@
 """The ``cpu`` target: StableHLO clusters compiled ahead of time to native code for the host CPU.
 
-This first version lowers Linalg to plain loop nests (fused elementwise ops, LLVM -O3); tiling,
-vectorization, threads and library GEMMs come next (issue 3). It claims only ops whose lowering is checked
+Generated code: Linalg lowered to loop nests (fused elementwise ops, LLVM -O3); tiling, vectorization and
+threads in generated code come next (issue 3). GEMMs (``dot_general`` in f32/f64) go to ``cpu_blas``, which
+joins the ``cpu`` target with a higher priority and calls BLAS. It claims only ops whose lowering is checked
 against the reference interpreter by ``tests/test_cpu_differential.py``; everything else falls back to
 ``reference`` and the compile report says so.
 """
@@ -12,6 +13,7 @@ from byteir_core import hookimpl
 from byteir_core.interfaces import Backend, Cluster, CompiledCluster, Kernel
 from byteir_core.mlir import ir
 
+from .blas import CpuGemmBackend, CpuGemmProvider
 from .codegen import ENTRY, compile_to_shared_object
 from .provider import CALLEE, FORMAT, CpuProvider
 
@@ -66,8 +68,10 @@ class CpuBackend(Backend):
 @hookimpl
 def byteir_register_backends(register):
     register(CpuBackend())
+    register(CpuGemmBackend())
 
 
 @hookimpl
 def byteir_register_providers(register):
     register(CpuProvider())
+    register(CpuGemmProvider())

@@ -40,7 +40,8 @@ def check(text, inputs, expect_on_cpu, accumulate=False, pass_groups=None):
     """``accumulate``: sums of many products, whose rounding depends on summation order; compare with an
     absolute tolerance scaled by the output's magnitude."""
     cpu = byteir_core.compile(text, target="cpu", pass_groups=pass_groups)
-    claimed = set(cpu.report["ops_per_backend"].get("cpu", {}))
+    per = cpu.report["ops_per_backend"]
+    claimed = set(per.get("cpu", {})) | set(per.get("cpu_blas", {}))  # the cpu target's two backends
     assert set(expect_on_cpu) <= claimed, cpu.report["ops_per_backend"]
     ref = byteir_core.compile(text, target="reference", pass_groups=pass_groups)
     got = byteir_core.load(cpu.to_bytes()).run(*inputs)
@@ -237,3 +238,49 @@ def test_unclaimed_ops_fall_back_to_reference_and_the_report_says_so():
                                              "reference": {"stablehlo.sort": 1}}
     x = np.array([3.0, -1.0, 2.0, 0.5, -4.0], np.float32)
     np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), np.exp(np.sort(x)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("lhs,rhs,dims,out", [
+    ((6, 5), (5, 7), "contracting_dims = [1] x [0]", (6, 7)),                      # plain GEMM
+    ((6, 5), (7, 5), "contracting_dims = [1] x [1]", (6, 7)),                      # B transposed (x @ W^T)
+    ((5, 6), (5, 7), "contracting_dims = [0] x [0]", (6, 7)),                      # A transposed
+    ((3, 2, 4, 5), (3, 2, 5, 6), "batching_dims = [0, 1] x [0, 1], contracting_dims = [3] x [2]", (3, 2, 4, 6)),
+    ((4, 3, 5), (5, 3, 2), "batching_dims = [1] x [1], contracting_dims = [2] x [0]", (3, 4, 2)),  # batch in the middle
+    ((2, 3, 4), (3, 4, 5), "contracting_dims = [1, 2] x [0, 1]", (2, 5)),          # two contracting dims
+    ((8,), (8,), "contracting_dims = [0] x [0]", ()),                              # dot product to rank 0
+])
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_gemm_library_calls(lhs, rhs, dims, out, dtype):
+    text = f"""func.func @main(%a: {ty(lhs, dtype)}, %b: {ty(rhs, dtype)}) -> {ty(out, dtype)} {{
+  %d = stablehlo.dot_general %a, %b, {dims} : ({ty(lhs, dtype)}, {ty(rhs, dtype)}) -> {ty(out, dtype)}
+  return %d : {ty(out, dtype)}
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu_blas": {"stablehlo.dot_general": 1}}
+    check(text, [random(lhs, dtype), random(rhs, dtype)], ["stablehlo.dot_general"], accumulate=True)
+
+
+def test_gemm_with_a_small_constant_operand_and_fused_epilogue():
+    text = """func.func @main(%x: tensor<4x3xf32>) -> tensor<4x2xf32> {
+  %w = stablehlo.constant dense<[[1.0, -2.0], [0.5, 4.0], [3.0, 0.25]]> : tensor<3x2xf32>
+  %d = stablehlo.dot_general %x, %w, contracting_dims = [1] x [0] : (tensor<4x3xf32>, tensor<3x2xf32>) -> tensor<4x2xf32>
+  %t = stablehlo.tanh %d : tensor<4x2xf32>
+  %y = stablehlo.multiply %t, %d : tensor<4x2xf32>
+  return %y : tensor<4x2xf32>
+}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.multiply": 1, "stablehlo.tanh": 1},
+                                             "cpu_blas": {"stablehlo.dot_general": 1}}
+    assert {k.kernel.format for k in art.module.kernels.values()} == {"npz-operands", "elf-shared-object"}
+    x = random((4, 3), "f32")
+    w = np.array([[1.0, -2.0], [0.5, 4.0], [3.0, 0.25]])
+    d = x.astype(np.float64) @ w
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), np.tanh(d) * d, rtol=1e-5, atol=1e-5)
+
+
+def test_integer_and_f16_gemm_stay_in_generated_code():
+    text = """func.func @main(%a: tensor<3x4xi32>, %b: tensor<4x2xi32>) -> tensor<3x2xi32> {
+  %d = stablehlo.dot_general %a, %b, contracting_dims = [1] x [0] : (tensor<3x4xi32>, tensor<4x2xi32>) -> tensor<3x2xi32>
+  return %d : tensor<3x2xi32>
+}"""
+    assert byteir_core.compile(text, target="cpu").report["ops_per_backend"] == {"cpu": {"stablehlo.dot_general": 1}}
