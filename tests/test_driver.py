@@ -137,3 +137,32 @@ def test_clusters_respect_a_backends_op_limit():
         [("lib", ["a1"]), ("lib", ["a2"]), ("lib", ["a3"]), ("gen", ["b1"]), ("lib", ["a4"])]
     assert form_clusters(ops, assignment, {"lib": 2}) == [("lib", ["a1", "a2"]), ("lib", ["a3"]), ("gen", ["b1"]),
                                                          ("lib", ["a4"])]
+
+
+def test_transposed_weight_is_folded_into_a_weight_in_kernel_layout():
+    w = np.arange(64 * 48, dtype=np.float32).reshape(64, 48) / 100  # 12 KiB: beyond interpreter folding size
+    text = func("%x: tensor<2x48xf32>", "tensor<2x64xf32>", f"""
+  %w = stablehlo.constant dense<{w.tolist()}> : tensor<64x48xf32>
+  %t = stablehlo.transpose %w, dims = [1, 0] : (tensor<64x48xf32>) -> tensor<48x64xf32>
+  %y = stablehlo.dot_general %x, %t, contracting_dims = [1] x [0] : (tensor<2x48xf32>, tensor<48x64xf32>) -> tensor<2x64xf32>
+  return %y : tensor<2x64xf32>""")
+    art = byteir_core.compile(text, target="reference")
+    ops = art.report["ops_per_backend"]["reference"]
+    assert "stablehlo.transpose" not in ops and ops["stablehlo.dot_general"] == 1
+    (weight,) = art.module.weights.values()
+    np.testing.assert_array_equal(np.frombuffer(weight, np.float32).reshape(48, 64), w.T)
+    x = np.random.default_rng(0).standard_normal((2, 48)).astype(np.float32)
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), x @ w.T, rtol=1e-5, atol=1e-4)
+
+
+def test_rank0_reshape_and_tensor_arith_constant_fold():
+    text = func("%x: tensor<4xf32>", "tensor<4xf32>", """
+  %c = arith.constant dense<[2.5]> : tensor<1xf32>
+  %s = stablehlo.reshape %c : (tensor<1xf32>) -> tensor<f32>
+  %b = stablehlo.broadcast_in_dim %s, dims = [] : (tensor<f32>) -> tensor<4xf32>
+  %y = stablehlo.multiply %x, %b : tensor<4xf32>
+  return %y : tensor<4xf32>""")
+    art = byteir_core.compile(text, target="reference")
+    assert art.report["ops_per_backend"] == {"reference": {"stablehlo.multiply": 1}}
+    x = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x), x * 2.5)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..hookspecs import hookimpl
 from ..interfaces import PassGroup
-from .constant_folding import fold_constants
+from .constant_folding import arith_constants_to_stablehlo, fold_constants
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -18,6 +18,8 @@ GROUPS = [
               pipeline="func.func(chlo-legalize-to-stablehlo),func.func(stablehlo-legalize-deprecated-ops),"
                        "func.func(stablehlo-legalize-composite-to-call)",
               description="CHLO and deprecated StableHLO ops to current StableHLO"),
+    PassGroup("arith-constants", "hlo", 5, run=arith_constants_to_stablehlo,
+              description="tensor arith.constant ops to stablehlo.constant"),
     PassGroup("inline", "hlo", 10, pipeline="inline,symbol-dce",
               description="inline calls into @main and drop dead private functions"),
     PassGroup("shape-refinement", "hlo", 20,

@@ -46,10 +46,11 @@ class _Stages:
         self.times[name] = round(time.perf_counter() - t0, 6)
         return out
 
-    def dump(self, name: str, text: str) -> None:
+    def dump(self, name: str, text: Callable[[], str]) -> None:
+        """Write ``text()`` when dumping (printing IR with weights is costly: do it only when asked)."""
         if self.dump_dir:
             self.n += 1
-            (self.dump_dir / f"{self.n:02d}-{name.replace(':', '-')}.mlir").write_text(text)
+            (self.dump_dir / f"{self.n:02d}-{name.replace(':', '-')}.mlir").write_text(text())
 
 
 def _distribution_of(registry: Registry, backend: str) -> str:
@@ -160,14 +161,14 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     if not isinstance(module, ir.Module) or module.context is not ctx:
         raise FrontendError(f"frontend {fe.name!r} must return an ir.Module built in the context it was given")
     entry_function(module)
-    stages.dump(f"frontend-{fe.name}", str(module))
+    stages.dump(f"frontend-{fe.name}", lambda: str(module))
     if input_shapes:
         stages.run("refine-arguments", refine_arguments, module, input_shapes)
 
     groups = select_pass_groups(registry, pass_groups)
     for g in groups:
         stages.run(f"hlo:{g.name}", run_pass_group, module, g)
-        stages.dump(f"hlo-{g.name}", str(module))
+        stages.dump(f"hlo-{g.name}", lambda: str(module))
 
     bm, part_report = stages.run("partition+codegen", _lower_to_byre, module, target, registry, stages)
     stages.run("memory-plan", plan_memory, bm)
@@ -189,7 +190,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     }
     bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes}
     art = Artifact(bm)
-    stages.dump("byre", art.text())  # for reading: payloads elided
+    stages.dump("byre", art.text)  # for reading: payloads elided
     if stages.dump_dir:  # for re-entering: the loadable artifact itself
         (stages.dump_dir / f"{stages.n:02d}-byre.byre").write_bytes(art.to_bytes())
     if output is not None:
