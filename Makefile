@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-gpu clean
+.PHONY: setup demo test test-fast test-gpu bench-setup bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,14 @@ test-fast: setup
 # GPU numerics and benchmarks; run on a machine with a GPU (see the device notes in README)
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu || test $$? -eq 5 && echo "no GPU tests are collected yet: no CUDA backend is installed"
+
+# the peers the CPU benchmark compares against (not needed for tests)
+bench-setup: setup
+	$(PY) -m pip install -q --disable-pip-version-check onnx onnxruntime iree-base-compiler iree-base-runtime
+
+bench: bench-setup
+	$(PY) benchmarks/runtime_dispatch.py
+	$(PY) benchmarks/cpu_models.py
 
 clean:
 	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,229 @@
+"""byteir on the CPU against the tools a user would pick instead, in one process run.
+
+Run by hand (not a test):
+
+    make bench-setup                        # installs the peers: onnx, onnxruntime, IREE (compiler + runtime)
+    .venv/bin/python benchmarks/cpu_models.py [--models mlp,bert] [--repeat 20]
+
+For each model: the PyTorch module is exported once to StableHLO (torch.export + torch-mlir's FX importer,
+weights as constants); byteir compiles that StableHLO for ``--target cpu``; IREE (llvm-cpu, host CPU)
+compiles the same StableHLO; torch eager, torch.compile (Inductor) and ONNX Runtime run the module itself.
+Prints median latency, the ratio byteir / best peer (below 1 means byteir is faster) and compile times.
+The machines are shared and noisy: read ratios from one run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import statistics
+import time
+import warnings
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+torch.manual_seed(0)
+
+
+# ---- models (written by hand: no torchvision, no hub) ------------------------------------------------------
+
+
+class MLP(torch.nn.Module):
+    """1024-4096-4096-1024 with GELU, batch 64."""
+
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = torch.nn.Linear(1024, 4096), torch.nn.Linear(4096, 4096), torch.nn.Linear(4096, 1024)
+
+    def forward(self, x):
+        g = torch.nn.functional.gelu
+        return self.l3(g(self.l2(g(self.l1(x)))))
+
+
+class EncoderLayer(torch.nn.Module):
+    def __init__(self, hidden, heads, ffn):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(hidden, 3 * hidden)
+        self.out = torch.nn.Linear(hidden, hidden)
+        self.ln1, self.ln2 = torch.nn.LayerNorm(hidden), torch.nn.LayerNorm(hidden)
+        self.ff1, self.ff2 = torch.nn.Linear(hidden, ffn), torch.nn.Linear(ffn, hidden)
+
+    def forward(self, x):
+        b, s, h = x.shape
+        q, k, v = self.qkv(x).split(h, dim=-1)
+        split = lambda t: t.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(h // self.heads), dim=-1)
+        ctx = (att @ v).transpose(1, 2).reshape(b, s, h)
+        x = self.ln1(x + self.out(ctx))
+        return self.ln2(x + self.ff2(torch.nn.functional.gelu(self.ff1(x))))
+
+
+class Bert(torch.nn.Module):
+    """BERT-style encoder: hidden 256, 4 heads, FFN 1024, 4 layers, seq 128 (input: embeddings)."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([EncoderLayer(256, 4, 1024) for _ in range(4)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+MODELS = {
+    "mlp": (MLP, lambda: (torch.randn(64, 1024),)),
+    "bert": (Bert, lambda: (torch.randn(1, 128, 256),)),
+}
+
+
+# ---- export to StableHLO ---------------------------------------------------------------------------------
+
+
+def export_stablehlo(model, inputs):
+    from torch_mlir import fx, ir
+    from torch_mlir.extras.fx_importer import FxImporterHooks
+
+    class DenseLiterals(FxImporterHooks):
+        """Weights as dense attributes (readable from Python), not dense_resource blobs."""
+
+        def resolve_literal(self, gni, literal, info):
+            if not isinstance(literal, torch.Tensor) or literal.numel() <= 1 or literal.dtype == torch.bfloat16:
+                return None
+            arr = np.ascontiguousarray(literal.detach().cpu().numpy())
+            attr = ir.DenseElementsAttr.get(arr, shape=list(arr.shape))
+            return ir.Operation.create("torch.vtensor.literal", results=[gni._cc.tensor_to_vtensor_type(literal)],
+                                       attributes={"value": attr}).result
+
+    return fx.export_and_import(model, *inputs, output_type="stablehlo", hooks=DenseLiterals())
+
+
+# ---- runners ---------------------------------------------------------------------------------------------
+
+
+def median_ms(fn, repeat):
+    fn()
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def run_byteir(stablehlo, inputs):
+    import byteir_core
+
+    t0 = time.perf_counter()
+    art = byteir_core.compile(stablehlo, target="cpu")
+    session = byteir_core.load(art.to_bytes())
+    compile_s = time.perf_counter() - t0
+    xs = [i.numpy() for i in inputs]
+    return (lambda: session(*xs)), compile_s, session(*xs), art.report["ops_per_backend"]
+
+
+def run_eager(model, inputs):
+    def fn():
+        with torch.no_grad():
+            return model(*inputs)
+    return fn, 0.0, fn().numpy()
+
+
+def run_inductor(model, inputs):
+    compiled = torch.compile(model, backend="inductor")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = compiled(*inputs)
+    compile_s = time.perf_counter() - t0
+
+    def fn():
+        with torch.no_grad():
+            return compiled(*inputs)
+    return fn, compile_s, out.numpy()
+
+
+def run_onnxruntime(model, inputs):
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    t0 = time.perf_counter()
+    torch.onnx.export(model, inputs, buf, dynamo=False, opset_version=17, input_names=["x"])
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    compile_s = time.perf_counter() - t0
+    feed = {"x": inputs[0].numpy()}
+    return (lambda: sess.run(None, feed)), compile_s, sess.run(None, feed)[0]
+
+
+def run_iree(stablehlo, inputs):
+    import iree.compiler as ic
+    import iree.runtime as rt
+
+    text = str(stablehlo)
+    t0 = time.perf_counter()
+    vmfb = ic.compile_str(text, target_backends=["llvm-cpu"], input_type="stablehlo",
+                          extra_args=["--iree-llvmcpu-target-cpu=host"])
+    config = rt.Config("local-task")
+    ctx = rt.SystemContext(config=config)
+    ctx.add_vm_module(rt.VmModule.copy_buffer(config.vm_instance, vmfb))
+    f = ctx.modules.module["main"]
+    compile_s = time.perf_counter() - t0
+    xs = [i.numpy() for i in inputs]
+    return (lambda: f(*xs).to_host()), compile_s, np.asarray(f(*xs).to_host())
+
+
+PEERS = {"torch eager": run_eager, "torch.compile (Inductor)": run_inductor, "ONNX Runtime": run_onnxruntime,
+         "IREE llvm-cpu": run_iree}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--repeat", type=int, default=20)
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = []
+    for name in args.models.split(","):
+        cls, make_inputs = MODELS[name]
+        model = cls().eval()
+        inputs = make_inputs()
+        with torch.no_grad():
+            expected = model(*inputs).numpy()
+        t0 = time.perf_counter()
+        shlo = export_stablehlo(model, inputs)
+        export_s = time.perf_counter() - t0
+        results = {}
+        fn, compile_s, out, placement = run_byteir(shlo, inputs)
+        err = float(np.abs(out - expected).max())
+        results["byteir"] = (median_ms(fn, args.repeat), compile_s, err)
+        for peer, runner in PEERS.items():
+            try:
+                src = shlo if peer.startswith("IREE") else model
+                pfn, pcompile, pout = runner(src, inputs)
+                perr = float(np.abs(np.asarray(pout) - expected).max())
+                results[peer] = (median_ms(pfn, args.repeat), pcompile, perr)
+            except Exception as e:  # noqa: BLE001 -- a peer that is missing or fails is reported, not fatal
+                results[peer] = (None, None, f"{type(e).__name__}: {str(e).splitlines()[0][:80]}")
+        best = min((v[0], k) for k, v in results.items() if k != "byteir" and v[0] is not None)
+        print(f"\n{name}: export to StableHLO {export_s:.1f} s; byteir placement {placement}")
+        print(f"  {'runtime':28s} {'median ms':>10s} {'compile s':>10s}  max |err| vs eager")
+        for k, (ms, cs, e) in results.items():
+            if ms is None:
+                print(f"  {k:28s} {'-':>10s} {'-':>10s}  {e}")
+            else:
+                print(f"  {k:28s} {ms:10.2f} {cs:10.2f}  {e:.2e}")
+        ratio = results["byteir"][0] / best[0]
+        print(f"  ratio byteir / best peer ({best[1]}): {ratio:.2f}")
+        rows.append((name, results["byteir"][0], best[1], best[0], ratio))
+    print("\nsummary: model, byteir ms, best peer, peer ms, ratio")
+    for r in rows:
+        print(f"  {r[0]:6s} {r[1]:8.2f}  {r[2]:26s} {r[3]:8.2f}  {r[4]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
