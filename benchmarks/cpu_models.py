@@ -10,6 +10,10 @@ weights as constants); byteir compiles that StableHLO for ``--target cpu``; IREE
 compiles the same StableHLO; torch eager, torch.compile (Inductor) and ONNX Runtime run the module itself.
 Prints median latency, the ratio byteir / best peer (below 1 means byteir is faster) and compile times.
 The machines are shared and noisy: read ratios from one run, not absolute times across runs.
+
+On the development machines OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set (a workaround for old OpenBLAS builds)
+and pin NumPy's OpenBLAS to slower Haswell kernels; ``make bench`` unsets both for this command, as a user's
+machine would run. The first line printed names the BLAS kernel family in use.
 """
 
 from __future__ import annotations
@@ -186,7 +190,11 @@ def main():
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    from threadpoolctl import threadpool_info
+
+    blas = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()
+            if i["user_api"] == "blas"]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; NumPy BLAS: {', '.join(blas)}")
     rows = []
     for name in args.models.split(","):
         cls, make_inputs = MODELS[name]

@@ -284,3 +284,33 @@ def test_integer_and_f16_gemm_stay_in_generated_code():
   return %d : tensor<3x2xi32>
 }"""
     assert byteir_core.compile(text, target="cpu").report["ops_per_backend"] == {"cpu": {"stablehlo.dot_general": 1}}
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("stride,pad,dilation,groups", [(1, (0, 0), 1, 1), (2, (1, 2), 1, 1), (1, (2, 1), 2, 1),
+                                                        (2, (1, 1), 1, 4)])
+def test_convolution_as_im2col_gemm(layout, stride, pad, dilation, groups):
+    n, c, h, o, k = 2, 4, 9, 8, 3
+    eff = (k - 1) * dilation + 1
+    oh = (h + sum(pad) - eff) // stride + 1
+    if layout == "nchw":
+        xin, win, out, dims = (n, c, h, h), (o, c // groups, k, k), (n, o, oh, oh), "[b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1]"
+    else:  # TensorFlow's layout
+        xin, win, out, dims = (n, h, h, c), (k, k, c // groups, o), (n, oh, oh, o), "[b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]"
+    text = f"""func.func @main(%x: {ty(xin, "f32")}, %w: {ty(win, "f32")}) -> {ty(out, "f32")} {{
+  %r = stablehlo.convolution(%x, %w) dim_numbers = {dims}, window = {{stride = [{stride}, {stride}], pad = [[{pad[0]}, {pad[1]}], [{pad[0]}, {pad[1]}]], rhs_dilate = [{dilation}, {dilation}]}} {{batch_group_count = 1 : i64, feature_group_count = {groups} : i64}} : ({ty(xin, "f32")}, {ty(win, "f32")}) -> {ty(out, "f32")}
+  return %r : {ty(out, "f32")}
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu_blas": {"stablehlo.convolution": 1}}
+    check(text, [random(xin, "f32"), random(win, "f32")], ["stablehlo.convolution"], accumulate=True)
+
+
+def test_conv1d_and_f16_conv_placement():
+    text = """func.func @main(%x: tensor<1x3x10xf32>, %w: tensor<5x3x4xf32>) -> tensor<1x5x7xf32> {
+  %r = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0]x[o, i, 0]->[b, f, 0], window = {stride = [1], pad = [[0, 0]]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<1x3x10xf32>, tensor<5x3x4xf32>) -> tensor<1x5x7xf32>
+  return %r : tensor<1x5x7xf32>
+}"""
+    check(text, [random((1, 3, 10), "f32"), random((5, 3, 4), "f32")], ["stablehlo.convolution"], accumulate=True)
+    f16 = text.replace("f32", "f16")
+    assert byteir_core.compile(f16, target="cpu").report["ops_per_backend"] == {"cpu": {"stablehlo.convolution": 1}}
