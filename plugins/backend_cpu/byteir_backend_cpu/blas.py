@@ -108,7 +108,11 @@ def _conv_attrs(op) -> dict[str, str]:
 
 
 def conv_im2col(x, w, strides, padding, dilation, groups, out):
-    """``out`` (N, O, *spatial) = convolution of x (N, C, *spatial) with w (O, C/groups, *kernel)."""
+    """``out`` (N, O, *spatial) = convolution of x (N, C, *spatial) with w (O, C/groups, *kernel).
+
+    Per image and group: cols (C/groups * kernel, out pixels) gathered from a strided window view, then one
+    GEMM ``w_g (O/groups, C/groups * kernel) @ cols`` written straight into the output's channel slice.
+    """
     n_sp = x.ndim - 2
     if any(padding):
         x = np.pad(x, [(0, 0), (0, 0)] + [(padding[2 * i], padding[2 * i + 1]) for i in range(n_sp)])
@@ -117,19 +121,17 @@ def conv_im2col(x, w, strides, padding, dilation, groups, out):
     win = np.lib.stride_tricks.sliding_window_view(x, eff, axis=tuple(range(2, 2 + n_sp)))
     win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
               + tuple(slice(None, None, d) for d in dilation)]
-    # win: (N, C, *out_spatial, *kernel)
-    nb, c = x.shape[:2]
-    osp = win.shape[2:2 + n_sp]
+    # win: (N, C, *out_spatial, *kernel) -> per image: (C, *kernel, *out_spatial)
+    c = x.shape[1]
+    pixels = math.prod(win.shape[2:2 + n_sp])
     cg, og = c // groups, w.shape[0] // groups
-    rows = nb * math.prod(osp)
-    order = (0, *range(2, 2 + n_sp), 1, *range(2 + n_sp, 2 + 2 * n_sp))  # N, *out_spatial, C, *kernel
-    res = np.empty((groups, rows, og), dtype=out.dtype)
-    for g in range(groups):
-        cols = win[:, g * cg:(g + 1) * cg].transpose(order).reshape(rows, cg * math.prod(ksz))
-        np.matmul(cols, w[g * og:(g + 1) * og].reshape(og, -1).T, out=res[g])
-    # (groups, N*out_spatial, og) -> (N, groups*og, *out_spatial)
-    res = res.reshape(groups, nb, *osp, og).transpose(1, 0, n_sp + 2, *range(2, 2 + n_sp))
-    np.copyto(out, res.reshape(out.shape))
+    order = (0, *range(1 + n_sp, 1 + 2 * n_sp), *range(1, 1 + n_sp))
+    wg = w.reshape(groups, og, cg * math.prod(ksz))
+    flat_out = out.reshape(out.shape[0], groups, og, pixels)
+    for i in range(x.shape[0]):
+        for g in range(groups):
+            cols = win[i, g * cg:(g + 1) * cg].transpose(order).reshape(cg * math.prod(ksz), pixels)
+            np.matmul(wg[g], cols, out=flat_out[i, g])
 
 
 def _ints(s: str) -> list[int]:
@@ -196,12 +198,16 @@ class CpuGemmProvider(Provider):
             raise ProviderError(f"{callee}: missing attribute {e}") from None
         constants = _constants(callee, kernel)
         out_inv = list(np.argsort(out_perm))
+        identity_out = out_perm == sorted(out_perm)
 
         def run(inputs, outputs):
             it = iter(inputs)
             x = constants["lhs"] if "lhs" in constants else next(it)
             w = constants["rhs"] if "rhs" in constants else next(it)
             out = outputs[0]
+            if identity_out:  # NCHW-style output: the GEMMs write into it directly
+                conv_im2col(x.transpose(in_perm), w.transpose(k_perm), strides, padding, dilation, groups, out)
+                return
             canonical = np.empty([out.shape[d] for d in out_perm], out.dtype)  # (N, O, *spatial)
             conv_im2col(x.transpose(in_perm), w.transpose(k_perm), strides, padding, dilation, groups, canonical)
             np.copyto(out, canonical.transpose(out_inv))

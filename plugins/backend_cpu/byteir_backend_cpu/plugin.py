@@ -23,7 +23,7 @@ BYTEIR_PLUGIN_API = "1.0"
 ELEMENTWISE = """abs add and atan2 ceil clamp compare convert cosine divide exponential exponential_minus_one
     floor is_finite log log_plus_one logistic maximum minimum multiply negate not or power remainder
     round_nearest_afz round_nearest_even rsqrt select sign sine sqrt subtract tan tanh xor""".split()
-STRUCTURAL = """broadcast_in_dim concatenate dot_general iota pad reduce reshape reverse slice transpose
+STRUCTURAL = """broadcast_in_dim concatenate dot_general iota pad reduce reduce_window reshape reverse slice transpose
     convolution""".split()
 
 CLAIMED = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL)

@@ -314,3 +314,20 @@ def test_conv1d_and_f16_conv_placement():
     check(text, [random((1, 3, 10), "f32"), random((5, 3, 4), "f32")], ["stablehlo.convolution"], accumulate=True)
     f16 = text.replace("f32", "f16")
     assert byteir_core.compile(f16, target="cpu").report["ops_per_backend"] == {"cpu": {"stablehlo.convolution": 1}}
+
+
+@pytest.mark.parametrize("kind,init", [("maximum", "0xFF800000"), ("add", "0.0")])
+@pytest.mark.parametrize("window,stride,pad", [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (0, 0)), ((3, 3), (1, 1), (0, 0))])
+def test_reduce_window_pooling(kind, init, window, stride, pad):
+    n, c, h = 1, 3, 8
+    oh = (h + 2 * pad[0] - window[0]) // stride[0] + 1
+    text = f"""func.func @main(%x: tensor<{n}x{c}x{h}x{h}xf32>) -> tensor<{n}x{c}x{oh}x{oh}xf32> {{
+  %i = stablehlo.constant dense<{init}> : tensor<f32>
+  %r = "stablehlo.reduce_window"(%x, %i) <{{padding = dense<[[0, 0], [0, 0], [{pad[0]}, {pad[0]}], [{pad[1]}, {pad[1]}]]> : tensor<4x2xi64>, window_dimensions = array<i64: 1, 1, {window[0]}, {window[1]}>, window_strides = array<i64: 1, 1, {stride[0]}, {stride[1]}>}}> ({{
+  ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+    %m = stablehlo.{kind} %a, %b : tensor<f32>
+    stablehlo.return %m : tensor<f32>
+  }}) : (tensor<{n}x{c}x{h}x{h}xf32>, tensor<f32>) -> tensor<{n}x{c}x{oh}x{oh}xf32>
+  return %r : tensor<{n}x{c}x{oh}x{oh}xf32>
+}}"""
+    check(text, [random((n, c, h, h), "f32")], ["stablehlo.reduce_window"], accumulate=True)
