@@ -62,6 +62,12 @@ def lower_to_llvm_dialect(cluster: Cluster):
         def bufferize():
             from torch_mlir.dialects.transform import interpreter
 
+            # Inputs are the runtime's buffers (often the caller's arrays): never update them in place.
+            for op in m.body.operations:
+                if op.operation.name == "func.func":
+                    n = len(op.regions[0].blocks[0].arguments)
+                    no_write = ir.DictAttr.get({"bufferization.writable": ir.BoolAttr.get(False)})
+                    op.attributes["arg_attrs"] = ir.ArrayAttr.get([no_write] * n)
             td = ir.Module.parse(BUFFERIZE)
             interpreter.apply_named_sequence(m, td.body.operations[0], td)
 

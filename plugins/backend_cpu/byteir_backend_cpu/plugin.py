@@ -24,7 +24,7 @@ ELEMENTWISE = """abs add and atan2 ceil clamp compare convert cosine divide expo
     floor is_finite log log_plus_one logistic maximum minimum multiply negate not or power remainder
     round_nearest_afz round_nearest_even rsqrt select sign sine sqrt subtract tan tanh xor""".split()
 STRUCTURAL = """broadcast_in_dim concatenate dot_general iota pad reduce reduce_window reshape reverse slice transpose
-    convolution""".split()
+    convolution gather dynamic_slice dynamic_update_slice""".split()
 
 CLAIMED = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL)
 TYPES = frozenset({"f32", "f64", "f16", "i1", "i8", "i16", "i32", "i64"})
