@@ -117,10 +117,70 @@ class ResNet18(torch.nn.Module):
         return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
+class RMSNorm(torch.nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.weight, self.eps = torch.nn.Parameter(torch.ones(dim)), eps
+
+    def forward(self, x):
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+class LlamaLayer(torch.nn.Module):
+    def __init__(self, hidden, heads, ffn):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(hidden, hidden, bias=False) for _ in range(4))
+        self.gate, self.up = torch.nn.Linear(hidden, ffn, bias=False), torch.nn.Linear(hidden, ffn, bias=False)
+        self.down = torch.nn.Linear(ffn, hidden, bias=False)
+        self.n1, self.n2 = RMSNorm(hidden), RMSNorm(hidden)
+
+    @staticmethod
+    def rotate(x, cos, sin):
+        a, b = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([-b, a], dim=-1) * sin
+
+    def forward(self, x, cos, sin, mask):
+        b, s, h = x.shape
+        d = h // self.heads
+        y = self.n1(x)
+        split = lambda t: t.reshape(b, s, self.heads, d).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(y)), split(self.k(y)), split(self.v(y))
+        q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d) + mask, dim=-1)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(b, s, h))
+        y = self.n2(x)
+        return x + self.down(torch.nn.functional.silu(self.gate(y)) * self.up(y))
+
+
+class Llama(torch.nn.Module):
+    """LLaMA-style decoder: vocab 32000, hidden 512, 8 heads, FFN 1376, 4 layers, seq 128; returns logits."""
+
+    def __init__(self, vocab=32000, hidden=512, heads=8, ffn=1376, layers=4, seq=128):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, hidden)
+        self.layers = torch.nn.ModuleList([LlamaLayer(hidden, heads, ffn) for _ in range(layers)])
+        self.norm = RMSNorm(hidden)
+        self.head = torch.nn.Linear(hidden, vocab, bias=False)
+        d = hidden // heads
+        freq = 1.0 / (10000 ** (torch.arange(0, d, 2).float() / d))
+        ang = torch.outer(torch.arange(seq).float(), freq)
+        self.register_buffer("cos", torch.cat([ang.cos(), ang.cos()], -1))
+        self.register_buffer("sin", torch.cat([ang.sin(), ang.sin()], -1))
+        self.register_buffer("mask", torch.full((seq, seq), float("-inf")).triu(1))
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x, self.cos, self.sin, self.mask)
+        return self.head(self.norm(x))
+
+
 MODELS = {
     "mlp": (MLP, lambda: (torch.randn(64, 1024),)),
     "bert": (Bert, lambda: (torch.randn(1, 128, 256),)),
     "resnet18": (ResNet18, lambda: (torch.randn(1, 3, 224, 224),)),
+    "llama": (Llama, lambda: (torch.randint(0, 32000, (1, 128)),)),
 }
 
 
