@@ -207,7 +207,6 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     ctx = module.context
 
     weights_ops = [op for op in body if op.name == "stablehlo.constant" and _is_weight(op)]
-    weight_vals = {op.results[0] for op in weights_ops}
     small_consts = {op for op in body if op.name == "stablehlo.constant" and op not in weights_ops}
     compute_ops = [op for op in body if op.name != "stablehlo.constant"]
     part = partition_by_capability(compute_ops, target, registry)
