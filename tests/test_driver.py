@@ -166,3 +166,20 @@ def test_rank0_reshape_and_tensor_arith_constant_fold():
     assert art.report["ops_per_backend"] == {"reference": {"stablehlo.multiply": 1}}
     x = np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x), x * 2.5)
+
+
+def test_dense_resource_weights_become_weights():
+    """torch-mlir's FX importer stores weights as dense_resource blobs; they are read back into weights."""
+    w = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 1000
+    text = func("%x: tensor<4x64xf32>", "tensor<4x64xf32>", """
+  %w = stablehlo.constant dense_resource<wblob> : tensor<64x64xf32>
+  %y = stablehlo.dot_general %x, %w, contracting_dims = [1] x [0] : (tensor<4x64xf32>, tensor<64x64xf32>) -> tensor<4x64xf32>
+  return %y : tensor<4x64xf32>""") + ('{-#\n  dialect_resources: {\n    builtin: {\n      wblob: "0x04000000'
+                                       + w.tobytes().hex() + '"\n    }\n  }\n#-}\n')
+    art = byteir_core.compile(text, target="reference")
+    assert list(art.module.weights.values()) == [w.tobytes()]
+    x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), x @ w, rtol=1e-5, atol=1e-4)
+    short = text.replace(w.tobytes().hex(), w.tobytes().hex()[:-8])
+    with pytest.raises(PassGroupError, match="dense_resource<wblob> holds 16380 bytes"):
+        byteir_core.compile(short)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..hookspecs import hookimpl
 from ..interfaces import PassGroup
 from .constant_folding import arith_constants_to_stablehlo, fold_constants
+from .resources import materialize_resources
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -20,6 +21,8 @@ GROUPS = [
               description="CHLO and deprecated StableHLO ops to current StableHLO"),
     PassGroup("arith-constants", "hlo", 5, run=arith_constants_to_stablehlo,
               description="tensor arith.constant ops to stablehlo.constant"),
+    PassGroup("materialize-resources", "hlo", 6, run=materialize_resources,
+              description="dense_resource constants (e.g. torch-mlir weights) to dense constants"),
     PassGroup("inline", "hlo", 10, pipeline="inline,symbol-dce",
               description="inline calls into @main and drop dead private functions"),
     PassGroup("shape-refinement", "hlo", 20,

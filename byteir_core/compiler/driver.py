@@ -140,7 +140,7 @@ def _owner_op(v):
 def _is_weight(const_op) -> bool:
     attr = const_op.attributes["value"]
     t = ir.RankedTensorType(const_op.results[0].type)
-    if str(t.element_type) == "bf16" or ir.DenseElementsAttr(attr).is_splat:
+    if str(t.element_type) == "bf16" or not isinstance(attr, ir.DenseElementsAttr) or attr.is_splat:
         return False
     return TensorSpec.from_type(t).nbytes > WEIGHT_MIN_BYTES
 
