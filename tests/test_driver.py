@@ -183,3 +183,16 @@ def test_dense_resource_weights_become_weights():
     short = text.replace(w.tobytes().hex(), w.tobytes().hex()[:-8])
     with pytest.raises(PassGroupError, match="dense_resource<wblob> holds 16380 bytes"):
         byteir_core.compile(short)
+
+
+@pytest.mark.parametrize("exponent,replacement", [("2.0", "stablehlo.multiply"), ("0.5", "stablehlo.sqrt"),
+                                                  ("-0.5", "stablehlo.rsqrt"), ("1.5", "stablehlo.power")])
+def test_power_by_a_constant_is_simplified(exponent, replacement):
+    text = func("%x: tensor<6xf32>", "tensor<6xf32>", f"""
+  %c = stablehlo.constant dense<{exponent}> : tensor<6xf32>
+  %p = stablehlo.power %x, %c : tensor<6xf32>
+  return %p : tensor<6xf32>""")
+    art = byteir_core.compile(text, target="reference")
+    assert art.report["ops_per_backend"] == {"reference": {replacement: 1}}
+    x = np.array([0.5, 1.0, 2.0, 3.0, 4.5, 9.0], np.float32)
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), x ** float(exponent), rtol=1e-6)

@@ -11,6 +11,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import PassGroup
 from .constant_folding import arith_constants_to_stablehlo, fold_constants
 from .resources import materialize_resources
+from .simplify import simplify
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -30,6 +31,8 @@ GROUPS = [
               description="propagate static shapes from the arguments through the program"),
     PassGroup("canonicalize", "hlo", 30, pipeline="canonicalize",
               description="MLIR canonicalization patterns and op folders"),
+    PassGroup("simplify", "hlo", 35, run=simplify,
+              description="algebraic rewrites, e.g. x ** 2 -> x * x"),
     PassGroup("fold-constants", "hlo", 40, run=fold_constants,
               description="evaluate small ops whose operands are all constants"),
     PassGroup("cse", "hlo", 50, pipeline="cse,canonicalize",
