@@ -8,9 +8,11 @@ by the system C compiler into a shared object that the provider loads with ctype
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
 from byteir_core.errors import TargetError
@@ -38,6 +40,17 @@ AFTER_BUFFERIZE = ("buffer-results-to-out-params{hoist-static-allocs=true modify
 TO_LLVM = ("func.func(convert-linalg-to-loops),expand-strided-metadata,lower-affine,convert-scf-to-cf,"
            "convert-to-llvm,reconcile-unrealized-casts")
 
+# Multithreaded: parallel loops become OpenMP work-sharing loops calling the LLVM/Intel OpenMP runtime
+# (__kmpc_*), which the intel-openmp wheel ships as libiomp5.
+# memref.alloca_scope (which wraps each OpenMP loop body) is lowered before scf-to-cf splits that body into
+# several blocks, which the op does not allow.
+TO_LLVM_OPENMP = ("func.func(convert-linalg-to-parallel-loops),convert-scf-to-openmp,expand-strided-metadata,"
+                  "finalize-memref-to-llvm,lower-affine,convert-scf-to-cf,convert-to-llvm,reconcile-unrealized-casts")
+
+#: Kernels whose largest operand or result has fewer elements than this stay single-threaded: forking costs
+#: microseconds.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
 ENTRY = "main"
 OPT_LEVEL = 3
 
@@ -52,7 +65,20 @@ def _stage(module, name: str, fn) -> None:
             raise TargetError(f"cpu codegen failed at {name}: {detail}{'; ' + extra if extra else ''}") from None
 
 
-def lower_to_llvm_dialect(cluster: Cluster):
+def openmp_library() -> str | None:
+    """Path of libiomp5 (from the intel-openmp wheel, or BYTEIR_OPENMP_LIB), or None."""
+    explicit = os.environ.get("BYTEIR_OPENMP_LIB")
+    candidates = [explicit] if explicit else [os.path.join(sys.prefix, "lib", "libiomp5.so")]
+    return next((c for c in candidates if c and os.path.exists(c)), None)
+
+
+def wants_threads(cluster: Cluster) -> bool:
+    if os.environ.get("BYTEIR_NUM_THREADS") == "1" or openmp_library() is None:
+        return False
+    return max((math.prod(s.shape) for s in cluster.inputs + cluster.outputs), default=0) >= PARALLEL_MIN_ELEMENTS
+
+
+def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False):
     """A copy of the cluster module, lowered to the LLVM dialect with a C interface for ``@main``."""
     ctx = cluster.module.context
     with ctx, ir.Location.unknown():
@@ -76,14 +102,17 @@ def lower_to_llvm_dialect(cluster: Cluster):
         for op in m.body.operations:
             if op.operation.name == "func.func":
                 op.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
-        _stage(m, "lower-to-llvm", lambda: run_pipeline(m, TO_LLVM))
+        _stage(m, "lower-to-llvm", lambda: run_pipeline(m, TO_LLVM_OPENMP if threads else TO_LLVM))
     return m
 
 
-def compile_to_shared_object(cluster: Cluster) -> bytes:
+def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool]:
+    """(shared object, whether it calls the OpenMP runtime)."""
     from torch_mlir.execution_engine import ExecutionEngine
 
-    m = lower_to_llvm_dialect(cluster)
+    threads = wants_threads(cluster)
+    m = lower_to_llvm_dialect(cluster, threads)
+    omp = openmp_library() if threads else None
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         raise TargetError("cpu backend needs a C compiler driver (cc or gcc) to link kernels; none on PATH")
@@ -91,12 +120,14 @@ def compile_to_shared_object(cluster: Cluster) -> bytes:
         obj, so = os.path.join(d, "k.o"), os.path.join(d, "k.so")
         with m.context:
             try:
-                engine = ExecutionEngine(m, opt_level=OPT_LEVEL, enable_pic=True)
+                engine = ExecutionEngine(m, opt_level=OPT_LEVEL, enable_pic=True, shared_libs=[omp] if omp else [])
                 engine.dump_to_object_file(obj)
             except Exception as e:  # noqa: BLE001
                 raise TargetError(f"cpu codegen failed in LLVM: {e}") from None
-        r = subprocess.run([cc, "-shared", "-o", so, obj, "-lm"], capture_output=True, text=True)
+        # libiomp5 is named (DT_NEEDED) but found at run time by soname: the provider loads it first.
+        libs = ["-L" + os.path.dirname(omp), "-liomp5"] if omp else []
+        r = subprocess.run([cc, "-shared", "-o", so, obj, "-lm", *libs], capture_output=True, text=True)
         if r.returncode != 0:
             raise TargetError(f"linking the cpu kernel failed ({cc}): {r.stderr.strip()}")
         with open(so, "rb") as f:
-            return f.read()
+            return f.read(), bool(omp)

@@ -62,7 +62,8 @@ class CpuBackend(Backend):
         return 10 if _nested_ok(op) else None
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
-        return CompiledCluster(CALLEE, Kernel(FORMAT, compile_to_shared_object(cluster), ENTRY))
+        so, openmp = compile_to_shared_object(cluster)
+        return CompiledCluster(CALLEE, Kernel(FORMAT, so, ENTRY), {"openmp": int(openmp)})
 
 
 @hookimpl

@@ -39,6 +39,30 @@ def descriptor(a: np.ndarray):
     return d
 
 
+_openmp = None
+
+
+def _load_openmp() -> None:
+    """Load libiomp5 once, globally, so kernels that need it (DT_NEEDED libiomp5.so) resolve to it.
+
+    Idle OpenMP threads would otherwise spin for 200 ms and steal the cores from the BLAS threads of the next
+    GEMM: KMP_BLOCKTIME=0 makes them sleep at once (a user's own setting wins). BYTEIR_NUM_THREADS caps them.
+    """
+    global _openmp
+    if _openmp is not None:
+        return
+    from .codegen import openmp_library
+
+    path = openmp_library()
+    if path is None:
+        raise ProviderError("this artifact's cpu kernels are multithreaded and need libiomp5: "
+                            "pip install intel-openmp (or set BYTEIR_OPENMP_LIB)")
+    os.environ.setdefault("KMP_BLOCKTIME", "0")
+    if os.environ.get("BYTEIR_NUM_THREADS"):
+        os.environ.setdefault("OMP_NUM_THREADS", os.environ["BYTEIR_NUM_THREADS"])
+    _openmp = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+
+
 def _load_library(data: bytes) -> ctypes.CDLL:
     """dlopen a shared object held in memory.
 
@@ -67,6 +91,8 @@ class CpuProvider(Provider):
             raise ProviderError(f"{callee}: expected an {FORMAT} kernel, got {kernel.format if kernel else None}")
         if not kernel.data.startswith(b"\x7fELF"):
             raise ProviderError(f"{callee}: kernel is not an ELF shared object")
+        if int(attrs.get("openmp", 0)):
+            _load_openmp()
         try:
             lib = _load_library(kernel.data)
             fn = getattr(lib, f"_mlir_ciface_{kernel.entry}")

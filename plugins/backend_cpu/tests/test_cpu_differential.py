@@ -356,3 +356,27 @@ def test_dynamic_slice_and_update_slice():
     for i, j in [(1, 2), (5, 7), (-3, 0)]:  # start indices are clamped into range
         check(text, [random((6, 8), "f32"), random((2, 3), "f32"), np.array(i, np.int32), np.array(j, np.int32)],
               ["stablehlo.dynamic_slice", "stablehlo.dynamic_update_slice"])
+
+
+def test_large_kernels_are_multithreaded_and_still_exact(monkeypatch):
+    """Kernels with >= 32768 output elements use OpenMP parallel loops; results match the single-threaded ones."""
+    text = """func.func @main(%x: tensor<256x320xf32>, %y: tensor<320x256xf32>) -> (tensor<256x320xf32>, tensor<256xf32>) {
+  %t = stablehlo.transpose %y, dims = [1, 0] : (tensor<320x256xf32>) -> tensor<256x320xf32>
+  %l = stablehlo.logistic %x : tensor<256x320xf32>
+  %m = stablehlo.multiply %l, %t : tensor<256x320xf32>
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %s = stablehlo.reduce(%m init: %z) applies stablehlo.add across dimensions = [1] : (tensor<256x320xf32>, tensor<f32>) -> tensor<256xf32>
+  return %m, %s : tensor<256x320xf32>, tensor<256xf32>
+}"""
+    x, y = random((256, 320), "f32"), random((320, 256), "f32")
+    threaded = byteir_core.compile(text, target="cpu")
+    assert [s.attrs["openmp"] for s in threaded.module.steps if s.op == "compute"] == [1]
+    monkeypatch.setenv("BYTEIR_NUM_THREADS", "1")
+    serial = byteir_core.compile(text, target="cpu")
+    assert [s.attrs["openmp"] for s in serial.module.steps if s.op == "compute"] == [0]
+    a = byteir_core.load(threaded.to_bytes()).run(x, y)
+    b = byteir_core.load(serial.to_bytes()).run(x, y)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
+    monkeypatch.delenv("BYTEIR_NUM_THREADS")
+    check(text, [x, y], ["stablehlo.logistic", "stablehlo.reduce"], accumulate=True)
