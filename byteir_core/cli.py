@@ -251,7 +251,10 @@ def main(argv=None) -> int:
     try:
         return args.fn(args)
     except ByteirError as e:
-        _console(stderr=True).print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        from rich.text import Text
+
+        # the message may hold brackets ("expected f32 [4, 16]"): never read it as markup
+        _console(stderr=True).print(Text.assemble(("error:", "red"), " ", str(e)))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -90,6 +90,9 @@ def test_errors_are_one_clean_message_and_leave_no_file(tmp_path):
     trunc.write_bytes(good.read_bytes()[:300])
     assert_clean_error(byteir("run", trunc), str(trunc), "truncated or corrupted")
     assert_clean_error(byteir("inspect", tmp_path / "nothing.byre"), "cannot read")
+    np.savez(tmp_path / "bad.npz", input0=np.zeros((4, 15), np.float32))
+    assert_clean_error(byteir("run", good, "--inputs", tmp_path / "bad.npz"),
+                       "expected f32 [4, 16], got float32 [4, 15]")
 
 
 def test_input_shape_makes_dynamic_program_static(tmp_path):
