@@ -9,6 +9,7 @@ import ctypes
 import os
 import tempfile
 import uuid
+import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -100,9 +101,22 @@ class CpuProvider(Provider):
             raise ProviderError(f"{callee}: cannot load kernel {kernel.entry!r}: {e}") from None
         fn.restype = None
 
+        # Descriptors are cached per operand position and reused while the same array object comes back (the
+        # session's pooled arena views do on every request): a call then costs ~2 µs instead of ~10 µs.
+        cache: list = []
+
         def run(inputs, outputs):
-            descs = [descriptor(a) for a in inputs] + [descriptor(a) for a in outputs]
-            fn(*[ctypes.byref(d) for d in descs])
+            arrays = (*inputs, *outputs)
+            if len(cache) != len(arrays):
+                cache[:] = [None] * len(arrays)
+            refs = []
+            for i, a in enumerate(arrays):
+                c = cache[i]
+                if c is None or c[0]() is not a:
+                    d = descriptor(a)
+                    c = cache[i] = (weakref.ref(a), ctypes.byref(d), d)
+                refs.append(c[1])
+            fn(*refs)
 
         run.library = lib  # keep the library mapped as long as the kernel lives
         return run

@@ -383,3 +383,21 @@ def test_large_kernels_are_multithreaded_and_still_exact(monkeypatch):
     np.testing.assert_allclose(a[1], b[1], rtol=1e-6)
     monkeypatch.delenv("BYTEIR_NUM_THREADS")
     check(text, [x, y], ["stablehlo.logistic", "stablehlo.reduce"], accumulate=True)  # threaded vs interpreter
+
+
+def test_concurrent_requests_with_cached_descriptors():
+    """Kernels cache memref descriptors per operand; concurrent requests with their own arrays stay correct."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = """func.func @main(%x: tensor<16x32xf32>, %w: tensor<32x8xf32>) -> tensor<16x8xf32> {
+  %t = stablehlo.tanh %x : tensor<16x32xf32>
+  %d = stablehlo.dot_general %t, %w, contracting_dims = [1] x [0] : (tensor<16x32xf32>, tensor<32x8xf32>) -> tensor<16x8xf32>
+  %e = stablehlo.exponential %d : tensor<16x8xf32>
+  return %e : tensor<16x8xf32>
+}"""
+    session = byteir_core.load(byteir_core.compile(text, target="cpu").to_bytes())
+    pairs = [(random((16, 32), "f32"), random((32, 8), "f32") * 0.1) for _ in range(32)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outs = list(pool.map(lambda p: session(*p), pairs))
+    for (x, w), y in zip(pairs, outs):
+        np.testing.assert_allclose(y, np.exp(np.tanh(x.astype(np.float64)) @ w), rtol=1e-5)
