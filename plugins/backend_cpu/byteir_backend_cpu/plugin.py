@@ -27,7 +27,7 @@ STRUCTURAL = """broadcast_in_dim concatenate dot_general iota pad reduce reduce_
     convolution gather dynamic_slice dynamic_update_slice""".split()
 
 CLAIMED = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL)
-TYPES = frozenset({"f32", "f64", "f16", "i1", "i8", "i16", "i32", "i64"})
+TYPES = frozenset({"f32", "f64", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
 
 
 def _type_ok(t) -> bool:

@@ -11,7 +11,6 @@ import pytest
 import byteir_core
 from byteir_core.dtypes import to_numpy
 
-RTOL = {"f64": 1e-12, "f32": 2e-6, "f16": 2e-3}
 rng = np.random.default_rng(1234)
 
 
@@ -51,8 +50,8 @@ def check(text, inputs, expect_on_cpu, accumulate=False, pass_groups=None):
     want = byteir_core.load(ref.to_bytes()).run(*inputs)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape
-        if np.issubdtype(g.dtype, np.floating):
-            tol = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 2e-6, np.dtype(np.float16): 2e-3}[g.dtype]
+        if np.issubdtype(g.dtype, np.floating) or g.dtype.name == "bfloat16":
+            tol = {"float64": 1e-12, "float32": 2e-6, "float16": 2e-3, "bfloat16": 1.6e-2}[g.dtype.name]  # ~2 ulp
             scale = float(np.abs(w.astype(np.float64)).max(initial=1.0)) if accumulate else 1.0
             np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=tol, atol=tol * scale * 4,
                                        equal_nan=True)
@@ -68,7 +67,7 @@ UNARY_FLOAT = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f64", "f16"])
+@pytest.mark.parametrize("dtype", ["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
 def test_unary_float(op, dtype):
     t = ty((3, 5), dtype)
@@ -80,7 +79,7 @@ BINARY_FLOAT = {"add": "any", "subtract": "any", "multiply": "any", "divide": "n
                 "minimum": "any", "atan2": "nonzero", "power": "positive", "remainder": "nonzero"}
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f64", "f16"])
+@pytest.mark.parametrize("dtype", ["f32", "f64", "f16", "bf16"])
 @pytest.mark.parametrize("op", sorted(BINARY_FLOAT))
 def test_binary_float(op, dtype):
     t = ty((4, 3), dtype)
@@ -141,7 +140,7 @@ def test_compare_select_clamp(direction, dtype):
 
 @pytest.mark.parametrize("src,dst", [("f32", "i32"), ("i32", "f32"), ("f32", "f16"), ("f16", "f32"),
                                      ("i64", "i32"), ("i32", "i64"), ("i1", "f32"), ("f32", "i1"),
-                                     ("f64", "f32"), ("i8", "i32")])
+                                     ("f64", "f32"), ("i8", "i32"), ("f32", "bf16"), ("bf16", "f32"), ("bf16", "i32")])
 def test_convert(src, dst):
     a, b = ty((5,), src), ty((5,), dst)
     text = f"func.func @main(%x: {a}) -> {b} {{\n  %r = stablehlo.convert %x : ({a}) -> {b}\n  return %r : {b}\n}}"
