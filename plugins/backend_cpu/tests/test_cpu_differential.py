@@ -156,7 +156,7 @@ def test_is_finite():
     check(text, [np.array([1.0, np.inf, -np.inf, np.nan, 0.0, -3.5], np.float32)], ["stablehlo.is_finite"])
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "i32"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "i32"])
 def test_dot_general_batched_and_transposed(dtype):
     text = f"""func.func @main(%a: {ty((2, 3, 5), dtype)}, %b: {ty((2, 4, 5), dtype)}) -> {ty((2, 3, 4), dtype)} {{
   %d = stablehlo.dot_general %a, %b, batching_dims = [0] x [0], contracting_dims = [2] x [2] : ({ty((2, 3, 5), dtype)}, {ty((2, 4, 5), dtype)}) -> {ty((2, 3, 4), dtype)}
