@@ -44,3 +44,13 @@ print(json.dumps({{"ops": art.report["ops_per_backend"], "chain": art.report["fa
     assert rep["chain"][0] == "tanh" and rep["chain"][-1] == "reference"
     assert rep["backends"]["tanh"] == "readme-plugin 0.3.1"
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), np.tanh(x) + x, rtol=1e-6)
+
+
+def test_readme_python_example_runs(tmp_path):
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+                if "byteir_core.compile(" in b]
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    r = run_python(tmp_path, f"import os; os.chdir({str(tmp_path)!r})\n" + block +
+                   "\nimport numpy as np\nassert np.allclose(out, y) and out.shape == (4, 8)\nprint('ok')")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("ok") and (tmp_path / "mlp.byre").exists()
