@@ -196,13 +196,16 @@ def load_registry() -> Registry:
         reg.load_module(name, module_path, "byteir-core", core_version, builtin=True)
     only = _env_list("BYTEIR_PLUGINS")
     blocked = _env_list("BYTEIR_DISABLE_PLUGINS") or set()
-    seen: set[str] = set(BUILTIN_MODULES)
+    seen: dict[str, str] = {name: "byteir-core" for name in BUILTIN_MODULES}
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in seen:  # the same distribution visible twice on sys.path, or a name clash
-            continue
-        seen.add(ep.name)
         dist = ep.dist.name if ep.dist else "?"
         version = ep.dist.version if ep.dist else "?"
+        if ep.name in seen:
+            if seen[ep.name] != dist:  # a clash, not the same distribution found twice on sys.path
+                reg.plugins.append(PluginInfo(ep.name, ep.value, dist, version, "failed",
+                                              f"entry point name {ep.name!r} is already used by {seen[ep.name]}"))
+            continue
+        seen[ep.name] = dist
         if (only is not None and ep.name not in only) or ep.name in blocked:
             why = "BYTEIR_DISABLE_PLUGINS" if ep.name in blocked else "not in BYTEIR_PLUGINS"
             reg.plugins.append(PluginInfo(ep.name, ep.value, dist, version, "disabled", why))

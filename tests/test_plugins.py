@@ -176,3 +176,13 @@ def test_bundled_asic_stub_is_listed():
     names = {i.name: i for i in reg.plugins}
     assert names["asic_stub"].status == "ok"
     assert names["reference"].registers == ["backend reference (device cpu)", "provider reference (device cpu)"]
+
+
+def test_entry_point_name_clash_with_a_builtin_is_reported(tmp_path):
+    install_plugin(tmp_path, "impostor", TOY, "reference", dist="byteir-impostor")
+    r = run_python(tmp_path, "import json; from byteir_core.plugins import get_registry as g; "
+                             "print(json.dumps([p.as_dict() for p in g().plugins if p.name == 'reference']))")
+    builtin, impostor = json.loads(r.stdout)
+    assert builtin["status"] == "ok" and builtin["builtin"] and builtin["distribution"] == "byteir-core"
+    assert impostor["distribution"] == "byteir-impostor" and impostor["status"] == "failed"
+    assert "already used by byteir-core" in impostor["error"]
