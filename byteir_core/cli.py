@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 from .errors import ByteirError
@@ -82,7 +83,11 @@ def cmd_run(args) -> int:
     session = byteir_core.load(args.artifact, expected_sha256=args.sha256)
     offsets = session.get_input_arg_offsets()
     if args.inputs:
-        with np.load(args.inputs) as npz:
+        try:
+            npz = np.load(args.inputs)
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise ByteirError(f"cannot read --inputs {args.inputs}: {e}") from None
+        with npz:
             keys = list(npz.keys())
             names = [session.get_arg_name(o) for o in offsets]
             if all(n in npz for n in names):
@@ -105,8 +110,11 @@ def cmd_run(args) -> int:
                       f"sum={total:.6g} l2={l2:.6g}")
     console.print(f"ran in {dt * 1e3:.3f} ms")
     if args.output:
-        np.savez(args.output, **{session.get_arg_name(o): np.asarray(v)
-                                 for o, v in zip(session.get_output_arg_offsets(), outs)})
+        try:
+            np.savez(args.output, **{session.get_arg_name(o): np.asarray(v)
+                                     for o, v in zip(session.get_output_arg_offsets(), outs)})
+        except OSError as e:
+            raise ByteirError(f"cannot write --output {args.output}: {e}") from None
         console.print(f"wrote {args.output}")
     return 0
 

@@ -131,15 +131,26 @@ class Registry:
 
                 try:
                     impl.function(register=register)
-                except Exception as e:
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as e:  # noqa: BLE001 -- even sys.exit() in a hook fails only this plugin
                     raise RuntimeError(f"{hook_name} raised {type(e).__name__}: {e}") from e
+        names: set[tuple[str, str]] = set()
+        callees: dict[str, str] = {}
         for kind, obj in staged:
             self._check_unique(kind, obj.name, plugin_name)
+            if (kind, obj.name) in names:
+                raise ValueError(f"{kind} {obj.name!r} is registered twice by this plugin")
+            names.add((kind, obj.name))
             if kind == "provider":
                 for callee in obj.callees:
                     if callee in self.callee_provider:
                         raise ValueError(f"callee {callee!r} is already provided by provider "
                                          f"{self.callee_provider[callee].name!r}")
+                    if callee in callees:
+                        raise ValueError(f"callee {callee!r} is provided twice by this plugin (providers "
+                                         f"{callees[callee]!r} and {obj.name!r})")
+                    callees[callee] = obj.name
         return staged
 
     def _check_unique(self, kind: str, name: str, plugin: str) -> None:

@@ -62,6 +62,9 @@ class Artifact:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a saved artifact gets the usual permissions
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
