@@ -80,6 +80,8 @@ class AsicStubProvider(Provider):
             raise ProviderError(f"{callee}: blob magic {magic!r} is not {MAGIC!r}: not an {NAME} kernel")
         if version > BLOB_VERSION:
             raise ProviderError(f"{callee}: blob version {version} is newer than this driver's {BLOB_VERSION}")
+        if version < 1:
+            raise ProviderError(f"{callee}: blob version {version} is invalid (versions start at 1)")
         program = self._simulator.load(kernel.data[HEADER.size:], callee)  # <- replace: load onto the device
 
         # Step 7: fn reads the input buffers and writes the output buffers in place. Several requests may
