@@ -84,6 +84,8 @@ class TensorSpec:
 def copy_into(dst: np.ndarray, src) -> None:
     """Copy ``src``'s bytes into the C-contiguous buffer ``dst`` (same size; any rank, bf16 included)."""
     src = np.require(np.asarray(src), requirements="C")
+    if not dst.flags.c_contiguous:  # reshape(-1) would write into a copy and lose the result
+        raise ValueError("copy_into needs a C-contiguous destination buffer")
     if src.nbytes != dst.nbytes:
         raise ValueError(f"cannot copy {src.nbytes} bytes into a buffer of {dst.nbytes}")
     dst.reshape(-1).view(np.uint8)[:] = src.reshape(-1).view(np.uint8)

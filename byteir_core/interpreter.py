@@ -46,6 +46,9 @@ class Interpreter:
                     results = stablehlo_api.eval_module(module, [_to_attr(a) for a in inputs])
                 except Exception as e:  # noqa: BLE001
                     raise ProviderError(f"{what}: the interpreter failed: {'; '.join(diags) or e}") from None
+                if len(results) != len(outputs):
+                    raise ProviderError(f"{what}: the kernel returned {len(results)} results for "
+                                        f"{len(outputs)} output buffers")
                 for out, res in zip(outputs, results):
                     copy_into(out, res)
 

@@ -116,3 +116,21 @@ def test_missing_provider_is_a_load_error(mlp_path, tmp_path):
 def test_unknown_device(mlp_path):
     with pytest.raises(ProviderError, match="device 'tpu'"):
         byteir_core.load(mlp_path, device="tpu")
+
+
+def test_interpreter_and_copy_into_refuse_silent_partial_writes():
+    from byteir_core.dtypes import copy_into
+    from byteir_core.interpreter import Interpreter
+    from byteir_core.mlir import stablehlo_api
+
+    text = func("%x: tensor<3xf32>", "tensor<3xf32>", "  %y = stablehlo.add %x, %x : tensor<3xf32>\n"
+                "  return %y : tensor<3xf32>")
+    run = Interpreter().load(stablehlo_api.serialize_portable_artifact_str(text, "1.0.0"), "k")
+    x = np.ones(3, np.float32)
+    with pytest.raises(ProviderError, match="returned 1 results for 2 output buffers"):
+        run([x], [np.empty(3, np.float32), np.empty(3, np.float32)])
+    out = np.empty(3, np.float32)
+    run([x], [out])
+    np.testing.assert_array_equal(out, 2 * x)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        copy_into(np.empty((3, 4), np.float32).T, np.ones((4, 3), np.float32))
