@@ -22,7 +22,7 @@ def install_plugin(site: Path, module: str, source: str, entry: str, dist: str |
 
 
 def run_python(site: Path, script: str, **env_extra) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(site), **env_extra)
+    env = {**os.environ, "PYTHONPATH": str(site), **env_extra}
     for var in ("BYTEIR_PLUGINS", "BYTEIR_DISABLE_PLUGINS"):
         if var not in env_extra:
             env.pop(var, None)

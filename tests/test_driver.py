@@ -1,5 +1,7 @@
 """The pipeline driver: frontends, pass groups, partition report, errors, dumps, memory plan."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from programs import MLP, func
@@ -13,13 +15,22 @@ from byteir_core.errors import FrontendError, NoFrontendError, PassGroupError, T
 from byteir_core.mlir import ir, module_to_bytecode, new_context, stablehlo_api
 
 
-def test_report_says_everything_ran_on_reference_with_only_the_core():
-    art = byteir_core.compile(MLP, target="cpu")
-    r = art.report
-    assert r["fallback_chain"][-1] == "reference"
-    assert set(r["ops_per_backend"]) <= {"reference", "asic_stub"} or "cpu" in r["ops_per_backend"]
-    assert all(op["loc"] for op in r["ops"])
-    assert "stage_seconds" in r and any(k.startswith("hlo:") for k in r["stage_seconds"])
+def test_report_says_everything_ran_on_reference_with_only_the_core(tmp_path):
+    """With no third-party plugin loaded (BYTEIR_PLUGINS empty), --target cpu runs on reference and says so."""
+    import json
+
+    from plugin_factory import run_python
+
+    r = run_python(tmp_path, "import json, byteir_core\nfrom programs import MLP\n"
+                             "print(json.dumps(byteir_core.compile(MLP, target='cpu').report))",
+                   BYTEIR_PLUGINS="", PYTHONPATH=f"{tmp_path}:{Path(__file__).parent}")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["fallback_chain"] == ["cpu", "reference"]
+    assert set(rep["ops_per_backend"]) == {"reference"}
+    assert "no installed backend serves target 'cpu'" in rep["notes"][0]
+    assert all(op["backend"] == "reference" and op["loc"] for op in rep["ops"])
+    assert any(k.startswith("hlo:") for k in rep["stage_seconds"])
 
 
 def test_all_unsupported_ops_listed_at_once(tmp_path):
