@@ -12,12 +12,13 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 from byteir_core.errors import TargetError
 from byteir_core.interfaces import Cluster
 from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, module_to_bytecode, run_pipeline
+
+from .provider import openmp_library
 
 # Linalg on tensors, with elementwise producers fused into their consumers.
 TO_LINALG = ("func.func(chlo-legalize-to-stablehlo),func.func(stablehlo-legalize-to-linalg),"
@@ -63,13 +64,6 @@ def _stage(module, name: str, fn) -> None:
             detail = diagnostics_to_text(e) if isinstance(e, ir.MLIRError) else str(e)
             extra = "; ".join(diags)
             raise TargetError(f"cpu codegen failed at {name}: {detail}{'; ' + extra if extra else ''}") from None
-
-
-def openmp_library() -> str | None:
-    """Path of libiomp5 (from the intel-openmp wheel, or BYTEIR_OPENMP_LIB), or None."""
-    explicit = os.environ.get("BYTEIR_OPENMP_LIB")
-    candidates = [explicit] if explicit else [os.path.join(sys.prefix, "lib", "libiomp5.so")]
-    return next((c for c in candidates if c and os.path.exists(c)), None)
 
 
 def wants_threads(cluster: Cluster) -> bool:

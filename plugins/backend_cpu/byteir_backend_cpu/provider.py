@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import sys
 import tempfile
 import uuid
 import weakref
@@ -40,6 +41,13 @@ def descriptor(a: np.ndarray):
     return d
 
 
+def openmp_library() -> str | None:
+    """Path of libiomp5 (from the intel-openmp wheel, or BYTEIR_OPENMP_LIB), or None."""
+    explicit = os.environ.get("BYTEIR_OPENMP_LIB")
+    candidates = [explicit] if explicit else [os.path.join(sys.prefix, "lib", "libiomp5.so")]
+    return next((c for c in candidates if c and os.path.exists(c)), None)
+
+
 _openmp = None
 
 
@@ -52,8 +60,6 @@ def _load_openmp() -> None:
     global _openmp
     if _openmp is not None:
         return
-    from .codegen import openmp_library
-
     path = openmp_library()
     if path is None:
         raise ProviderError("this artifact's cpu kernels are multithreaded and need libiomp5: "
