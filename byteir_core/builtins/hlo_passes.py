@@ -35,8 +35,9 @@ GROUPS = [
               description="algebraic rewrites, e.g. x ** 2 -> x * x"),
     PassGroup("fold-constants", "hlo", 40, run=fold_constants,
               description="evaluate small ops whose operands are all constants"),
-    PassGroup("cse", "hlo", 50, pipeline="cse,canonicalize",
-              description="common subexpression elimination"),
+    PassGroup("cse", "hlo", 50, pipeline="func.func(stablehlo-canonicalize-dynamism),cse,canonicalize",
+              description="common subexpression elimination (and dynamic ops whose shapes folded to "
+                          "constants made static)"),
 ]
 
 

@@ -59,7 +59,8 @@ def materialize_resources(module) -> None:
                 arr = np.frombuffer(data, np_dtype).reshape(t.shape)
                 if elem == "i1":
                     arr = arr.astype(bool)
-                value = ir.DenseElementsAttr.get(np.require(arr, requirements="C"), shape=list(t.shape))
+                value = ir.DenseElementsAttr.get(np.require(arr, requirements="C"), shape=list(t.shape),
+                                                 signless=not elem.startswith("ui"))
             if value.type != t:
                 raise PassGroupError(f"cannot rebuild dense_resource<{name}> as {t} (got {value.type})")
             op.attributes["value"] = value

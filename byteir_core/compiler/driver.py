@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -20,7 +21,7 @@ from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, ru
 from ..plugins import Registry, get_registry
 from .memplan import plan_memory
 from .outline import outline, used_values
-from .partition import form_clusters, location_of, ops_per_backend, partition_by_capability
+from .partition import fallback_chain, form_clusters, location_of, ops_per_backend, partition_by_capability
 
 #: Constants bigger than this (and not splats) become weights: arguments of the entry function whose values
 #: travel in the artifact, instead of being copied into every cluster that uses them.
@@ -170,7 +171,14 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
         stages.run(f"hlo:{g.name}", run_pass_group, module, g)
         stages.dump(f"hlo-{g.name}", lambda: str(module))
 
+    decomposed = stages.run("decompose-custom-calls", decompose_unclaimed, module, target, registry)
+    if decomposed:
+        stages.dump("decompose-custom-calls", lambda: str(module))
     bm, part_report = stages.run("partition+codegen", _lower_to_byre, module, target, registry, stages)
+    if decomposed:
+        part_report.setdefault("notes", []).append(
+            f"decomposed into StableHLO (no backend of {target!r} claims them): "
+            + ", ".join(f"{n} x{c}" for n, c in sorted(Counter(decomposed).items())))
     stages.run("memory-plan", plan_memory, bm)
     opts_hash = hashlib.sha256(json.dumps(
         {"target": target, "frontend": fe.name, "pass_groups": [g.name for g in groups],
@@ -196,6 +204,27 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     if output is not None:
         art.save(output)
     return art
+
+
+def decompose_unclaimed(module, target: str, registry: Registry) -> list[str]:
+    """``byteir.*`` custom calls that no backend of the target's chain claims, decomposed into StableHLO."""
+    from ..builtins.custom_calls import byteir_calls, decompose
+
+    if not byteir_calls(module):
+        return []
+    chain, _ = fallback_chain(target, registry)
+    backends = [b for b in registry.backends.values() if set(b.serves()) & set(chain)]
+
+    def unclaimed(op, name):
+        for b in backends:
+            try:
+                if b.claims(op) is not None:
+                    return False
+            except Exception:  # noqa: BLE001 -- a claim that raises is a "no"
+                continue
+        return True
+
+    return decompose(module, unclaimed)
 
 
 def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> tuple[ByreModule, dict]:

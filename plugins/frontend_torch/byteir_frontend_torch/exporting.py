@@ -1,0 +1,107 @@
+"""Whole-model path: nn.Module / ExportedProgram / ``.pt2`` -> torch.export -> our FX passes -> StableHLO."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+from byteir_core.errors import FrontendError
+
+from . import custom_ops  # noqa: F401  (registers torch.ops.byteir.*)
+from . import fx_passes
+from .importer import import_program
+
+#: Passes run by default, in order; ``options={"fx_passes": [...]}`` picks a subset.
+DEFAULT_PASSES = ("rewrite-attention", "simplify-views", "fold-constants")
+
+
+def decomposition_table() -> dict:
+    """torch-mlir's decompositions for StableHLO, minus the attention decompositions: attention is ours to
+    rewrite (``byteir.flash_attn_fwd``) and the core decomposes what no backend claims."""
+    from torch_mlir.fx import get_decomposition_table
+
+    table = dict(get_decomposition_table())
+    for op in (torch.ops.aten.scaled_dot_product_attention.default,):
+        table.pop(op, None)
+    return table
+
+
+def load_pt2(path) -> torch.export.ExportedProgram:
+    p = Path(path)
+    if not p.exists():
+        raise FrontendError(f"{p}: no such file")
+    try:
+        return torch.export.load(str(p))
+    except Exception as e:  # noqa: BLE001
+        raise FrontendError(f"{p}: not a loadable torch.export program (torch {torch.__version__}): "
+                            f"{_first_line(e)}") from None
+
+
+def export(model, example_inputs, options: dict) -> torch.export.ExportedProgram:
+    if isinstance(model, (str, os.PathLike)):
+        return load_pt2(model)
+    if isinstance(model, torch.export.ExportedProgram):
+        return model
+    if not isinstance(model, torch.nn.Module):
+        raise FrontendError(f"the torch frontend takes an nn.Module, an ExportedProgram or a .pt2 file, "
+                            f"not {type(model).__name__}")
+    if example_inputs is None:
+        raise FrontendError(f"compiling {type(model).__name__} needs example_inputs (a tuple of tensors)")
+    args = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else (example_inputs,)
+    try:
+        return torch.export.export(model, args, kwargs=options.get("example_kwargs"),
+                                   dynamic_shapes=options.get("dynamic_shapes"),
+                                   strict=bool(options.get("strict_export", False)))
+    except Exception as e:  # noqa: BLE001 -- torch.export raises many types; all become one clear error
+        raise FrontendError(export_failure(type(model).__name__, e)) from None
+
+
+def export_failure(module_name: str, e: Exception) -> str:
+    """One message: which module, why (torch.export's own words, shortened), and its suggested fix."""
+    text = str(e).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    why = lines[0] if lines else type(e).__name__
+    fix = ""
+    m = re.search(r"Suggested fixes?:\s*\n(.*?)(?:\n\s*\n|$)", text, re.S)
+    if m:
+        fix = "\n  suggested fix (from torch.export):\n    " + "\n    ".join(
+            ln.strip() for ln in m.group(1).splitlines() if ln.strip())
+    elif "register a pytree" in text or "not a known type" in text:
+        fix = ("\n  hint: the module returns an object torch.export cannot flatten; return tensors, or turn off "
+               "caches (e.g. transformers config.use_cache=False)")
+    return f"torch.export failed for module {module_name}: {type(e).__name__}: {why}{fix}"
+
+
+def prepare(prog: torch.export.ExportedProgram, options: dict) -> tuple[torch.export.ExportedProgram, dict]:
+    """Our FX passes around torch-mlir's decompositions. Returns the program and {pass: sites changed}."""
+    wanted = tuple(options.get("fx_passes", DEFAULT_PASSES))
+    unknown = set(wanted) - set(DEFAULT_PASSES)
+    if unknown:
+        raise FrontendError(f"unknown fx pass(es) {sorted(unknown)}; known: {', '.join(DEFAULT_PASSES)}")
+    stats = {}
+    if "rewrite-attention" in wanted:
+        stats["rewrite-attention"] = fx_passes.rewrite_attention(prog.graph_module)
+    try:
+        prog = prog.run_decompositions(decomposition_table())
+    except Exception as e:  # noqa: BLE001
+        raise FrontendError(f"decomposing the exported program failed: {_first_line(e)}") from None
+    gm = prog.graph_module
+    if "simplify-views" in wanted:
+        stats["simplify-views"] = fx_passes.simplify_views(gm)
+    if "fold-constants" in wanted:
+        stats["fold-constants"] = fx_passes.fold_constants(gm, fx_passes.program_constants(prog))
+    return prog, stats
+
+
+def to_stablehlo(model, example_inputs, options: dict, context):
+    prog = export(model, example_inputs, options)
+    prog, stats = prepare(prog, options)
+    options.setdefault("_frontend_stats", stats)
+    return import_program(prog, context)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

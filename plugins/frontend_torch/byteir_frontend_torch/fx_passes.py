@@ -1,0 +1,301 @@
+"""Our FX preprocessing, run on torch.export / AOTAutograd graphs before torch-mlir imports them.
+
+Each pass is a function ``(gm, ...) -> int`` that rewrites ``gm.graph`` in place and returns how many sites
+it changed. They are small and tested one by one in ``tests/test_fx_passes.py``.
+
+- :func:`rewrite_attention`: ``scaled_dot_product_attention`` and the matmul-softmax-matmul pattern ->
+  ``torch.ops.byteir.flash_attn_fwd`` (one custom call a backend may claim; the core decomposes it back).
+- :func:`simplify_views`: view/reshape chains collapsed, identity views and transpose pairs removed.
+- :func:`fold_constants`: nodes computed only from weights, buffers and literals evaluated once, in torch.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+from torch.fx import GraphModule, Node
+
+from . import custom_ops
+
+aten = torch.ops.aten
+
+SDPA = {aten.scaled_dot_product_attention.default}
+SOFTMAX = {aten.softmax.int, aten._softmax.default}
+MATMUL = {aten.matmul.default, aten.bmm.default}
+VIEWS = {aten.view.default, aten.reshape.default, aten._unsafe_view.default}
+
+
+def _val(n):
+    return n.meta.get("val") if isinstance(n, Node) else None
+
+
+def _shape(n):
+    v = _val(n)
+    return tuple(v.shape) if isinstance(v, torch.Tensor) else None
+
+
+def _set_meta(new: Node, like: Node) -> None:
+    for key in ("val", "tensor_meta", "stack_trace", "nn_module_stack", "source_fn_stack"):
+        if key in like.meta:
+            new.meta[key] = like.meta[key]
+
+
+def _fake_attn_meta(node: Node, q: Node) -> None:
+    """meta['val'] for a flash_attn_fwd node and its getitem: (out like q, lse)."""
+    qv = _val(q)
+    if isinstance(qv, torch.Tensor):
+        node.meta["val"] = (qv.new_empty(qv.shape), qv.new_empty(qv.shape[:-1], dtype=torch.float32))
+
+
+# ---- attention ---------------------------------------------------------------------------------------------
+
+
+def _emit_flash(graph, anchor: Node, q, k, v, mask, scale: float, causal: bool) -> Node:
+    with graph.inserting_before(anchor):
+        call = graph.call_function(custom_ops.FWD, (q, k, v, mask, float(scale), bool(causal)))
+        _fake_attn_meta(call, q)
+        call.meta["stack_trace"] = anchor.meta.get("stack_trace")
+        out = graph.call_function(operator.getitem, (call, 0))
+        _set_meta(out, anchor)
+    return out
+
+
+def _expand_kv(graph, anchor: Node, kv: Node, groups: int) -> Node:
+    with graph.inserting_before(anchor):
+        r = graph.call_function(aten.repeat_interleave.self_int, (kv, groups, 1))
+        v = _val(kv)
+        if isinstance(v, torch.Tensor):
+            r.meta["val"] = v.repeat_interleave(groups, 1) if not hasattr(v, "fake_mode") else \
+                v.new_empty((v.shape[0], v.shape[1] * groups, *v.shape[2:]))
+    return r
+
+
+def rewrite_attention(gm: GraphModule) -> int:
+    """Attention -> ``byteir.flash_attn_fwd``. Returns the number of attention sites rewritten."""
+    graph, count = gm.graph, 0
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        if node.target in SDPA:
+            count += _rewrite_sdpa(graph, node)
+        elif node.target in MATMUL:
+            count += _rewrite_matmul_softmax_matmul(graph, node)
+    if count:
+        graph.eliminate_dead_code()
+        gm.recompile()
+    return count
+
+
+def _rewrite_sdpa(graph, node: Node) -> int:
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+    defaults = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+    a = dict(defaults)
+    a.update(zip(names, node.args))
+    a.update(node.kwargs)
+    q, k, v, mask = a["query"], a["key"], a["value"], a["attn_mask"]
+    qs, ks, vs = _shape(q), _shape(k), _shape(v)
+    if a["dropout_p"] not in (0, 0.0) or qs is None or ks is None or vs is None or len(qs) != 4:
+        return 0
+    if a["is_causal"] and mask is not None:
+        return 0
+    if ks[1] != qs[1]:
+        if not a["enable_gqa"] or qs[1] % ks[1]:
+            return 0
+        k = _expand_kv(graph, node, k, qs[1] // ks[1])
+        v = _expand_kv(graph, node, v, qs[1] // ks[1])
+    scale = a["scale"] if a["scale"] is not None else 1.0 / math.sqrt(qs[-1])
+    if not isinstance(scale, (int, float)):
+        return 0
+    out = _emit_flash(graph, node, q, k, v, mask, scale, bool(a["is_causal"]))
+    node.replace_all_uses_with(out)
+    graph.erase_node(node)
+    return 1
+
+
+def _transposed_last_two(n) -> Node | None:
+    """k when n is k^T over the last two dims (transpose or permute), else None."""
+    if not isinstance(n, Node) or n.op != "call_function":
+        return None
+    shape = _shape(n)
+    if shape is None:
+        return None
+    rank = len(shape)
+    if n.target == aten.transpose.int:
+        d0, d1 = (d % rank for d in n.args[1:3])
+        return n.args[0] if {d0, d1} == {rank - 2, rank - 1} else None
+    if n.target == aten.permute.default:
+        perm = [d % rank for d in n.args[1]]
+        return n.args[0] if perm == list(range(rank - 2)) + [rank - 1, rank - 2] else None
+    return None
+
+
+def _rewrite_matmul_softmax_matmul(graph, node: Node) -> int:
+    """softmax((q @ k^T) * s [+ mask], -1) @ v -> flash_attn_fwd (4-D operands)."""
+    p, v = node.args[0], node.args[1]
+    if not (isinstance(p, Node) and p.target in SOFTMAX and len(p.users) == 1):
+        return 0
+    x, dim = p.args[0], p.args[1]
+    if p.target == aten._softmax.default and p.args[2]:
+        return 0  # half_to_float
+    shape = _shape(p)
+    if shape is None or len(shape) != 4 or dim % 4 != 3:
+        return 0
+    if _val(p).dtype != _val(v).dtype if isinstance(v, Node) and _val(v) is not None else True:
+        return 0
+    mask, scale = None, 1.0
+    if isinstance(x, Node) and x.target == aten.add.Tensor and len(x.users) == 1:
+        a, b = x.args[:2]
+        if isinstance(a, Node) and a.target in MATMUL | {aten.mul.Tensor, aten.div.Tensor}:
+            x, mask = a, b
+        else:
+            return 0
+        if not isinstance(mask, Node) or _val(mask) is None or not _val(mask).is_floating_point():
+            return 0
+    if isinstance(x, Node) and x.target in (aten.mul.Tensor, aten.div.Tensor) and len(x.users) == 1:
+        a, c = x.args[:2]
+        if not isinstance(c, (int, float)):
+            return 0
+        scale = float(c) if x.target == aten.mul.Tensor else 1.0 / float(c)
+        x = a
+    if not (isinstance(x, Node) and x.target in MATMUL and len(x.users) == 1):
+        return 0
+    q, kt = x.args[:2]
+    k = _transposed_last_two(kt)
+    if k is None or len(kt.users) != 1:
+        return 0
+    if any(_shape(t) is None or len(_shape(t)) != 4 for t in (q, k, v)):
+        return 0
+    out = _emit_flash(graph, node, q, k, v, mask, scale, False)
+    node.replace_all_uses_with(out)
+    for dead in (node, p):
+        if not dead.users:
+            graph.erase_node(dead)
+    return 1
+
+
+# ---- views ---------------------------------------------------------------------------------------------------
+
+
+def simplify_views(gm: GraphModule) -> int:
+    """view(view(x)) -> view(x); a view to x's own shape -> x; transpose(transpose(x, a, b), a, b) -> x."""
+    graph, count = gm.graph, 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or not node.users and node.target not in VIEWS:
+            continue
+        src = node.args[0] if node.args else None
+        if node.target in VIEWS and isinstance(src, Node):
+            if _shape(src) is not None and _shape(src) == _shape(node):
+                node.replace_all_uses_with(src)
+                count += 1
+                continue
+            if src.op == "call_function" and src.target in VIEWS:
+                node.args = (src.args[0], *node.args[1:])
+                count += 1
+        elif node.target == aten.transpose.int and isinstance(src, Node) and src.target == aten.transpose.int:
+            rank = len(_shape(node) or ())
+            if rank and {d % rank for d in node.args[1:3]} == {d % rank for d in src.args[1:3]}:
+                node.replace_all_uses_with(src.args[0])
+                count += 1
+    if count:
+        graph.eliminate_dead_code()
+        gm.recompile()
+    return count
+
+
+# ---- constants -----------------------------------------------------------------------------------------------
+
+#: Never fold these (side effects, randomness, or not functional).
+_NO_FOLD_NAMESPACES = {"byteir"}
+#: Folding makes new tensors: stop at this many elements per result.
+FOLD_MAX_ELEMENTS = 1 << 24
+
+
+def fold_constants(gm: GraphModule, constants: dict[Node, torch.Tensor]) -> int:
+    """Evaluate call_function nodes whose inputs are all known (``constants`` maps placeholders holding
+    weights/buffers to their values; ``get_attr`` nodes count too). Their users then read a tensor literal."""
+    known: dict[Node, object] = dict(constants)
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            try:
+                known[node] = _get_attr(gm, node.target)
+            except AttributeError:
+                pass
+    folded = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or not _foldable(node):
+            continue
+        inputs = [a for a in node.all_input_nodes]
+        if not inputs and node.target not in (aten.arange.default, aten.arange.start, aten.arange.start_step,
+                                             aten.full.default, aten.ones.default, aten.zeros.default,
+                                             aten.scalar_tensor.default):
+            continue
+        if not all(i in known for i in inputs):
+            continue
+        args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: known[n])
+        try:
+            with torch.no_grad():
+                value = node.target(*args, **kwargs)
+        except Exception:  # noqa: BLE001 -- not evaluable here (e.g. needs a device): leave it
+            continue
+        if isinstance(value, torch.Tensor):
+            if value.numel() > FOLD_MAX_ELEMENTS:
+                continue
+            known[node] = value
+        elif isinstance(value, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in value):
+            known[node] = value
+        else:
+            continue
+    # Rewire: every user outside the folded set reads the literal.
+    for node, value in known.items():
+        if node.op != "call_function" or not isinstance(value, torch.Tensor):
+            continue
+        live_users = [u for u in node.users if u not in known or u.op == "output"]
+        if not live_users:
+            continue
+        literal = value.contiguous()
+        for user in live_users:
+            user.args, user.kwargs = torch.fx.node.map_arg(
+                (user.args, user.kwargs), lambda n, node=node, lit=literal: lit if n is node else n)
+        folded += 1
+    if folded:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return folded
+
+
+def _foldable(node: Node) -> bool:
+    t = node.target
+    if t is operator.getitem:
+        return True
+    if not isinstance(t, torch._ops.OpOverload):
+        return False
+    if t.namespace in _NO_FOLD_NAMESPACES or t._schema.is_mutable:
+        return False
+    name = t._schema.name
+    if any(word in name for word in ("rand", "dropout", "bernoulli", "normal", "uniform", "_assert", "empty")):
+        return False
+    return True
+
+
+def _get_attr(gm, target: str):
+    obj = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def program_constants(prog) -> dict[Node, torch.Tensor]:
+    """Placeholders of an ExportedProgram that hold parameters, buffers and lifted constants -> values."""
+    sig = prog.graph_signature
+    state = dict(prog.state_dict)
+    state.update(getattr(prog, "constants", {}))
+    by_name = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **sig.inputs_to_lifted_tensor_constants}
+    out = {}
+    for node in prog.graph_module.graph.nodes:
+        if node.op == "placeholder" and node.name in by_name and by_name[node.name] in state:
+            value = state[by_name[node.name]]
+            if isinstance(value, torch.Tensor):
+                out[node] = value.detach()
+    return out

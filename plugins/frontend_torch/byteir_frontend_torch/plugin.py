@@ -1,0 +1,36 @@
+"""Registers the ``torch`` frontend. Importing this module does not import torch: `byteir list-plugins` and
+StableHLO-only compiles stay fast; torch loads when a torch model is compiled."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from byteir_core import hookimpl
+from byteir_core.interfaces import Frontend
+
+BYTEIR_PLUGIN_API = "1.0"
+
+
+class TorchFrontend(Frontend):
+    name = "torch"
+    description = ("PyTorch: nn.Module (+ example inputs), torch.export ExportedProgram or a saved .pt2, via "
+                   "torch.export -> FX passes -> torch-mlir's FX importer")
+
+    def accepts(self, model) -> bool:
+        if isinstance(model, (str, os.PathLike)):
+            return str(model).endswith(".pt2")
+        torch = sys.modules.get("torch")
+        if torch is None:  # a torch object cannot exist without torch imported
+            return False
+        return isinstance(model, (torch.nn.Module, torch.export.ExportedProgram))
+
+    def to_stablehlo(self, model, example_inputs, options, context):
+        from .exporting import to_stablehlo
+
+        return to_stablehlo(model, example_inputs, options, context)
+
+
+@hookimpl
+def byteir_register_frontends(register):
+    register(TorchFrontend())
