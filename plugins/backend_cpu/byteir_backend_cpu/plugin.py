@@ -3,8 +3,11 @@
 Generated code: Linalg lowered to loop nests (fused elementwise ops, LLVM -O3); tiling, vectorization and
 threads in generated code come next (issue 3). GEMMs (``dot_general`` in f32/f64) go to ``cpu_blas``, which
 joins the ``cpu`` target with a higher priority and calls BLAS. It claims only ops whose lowering is checked
-against the reference interpreter by ``tests/test_cpu_differential.py``; everything else falls back to
-``reference`` and the compile report says so.
+against the reference interpreter by ``tests/test_cpu_differential.py`` and ``tests/test_cpu_coverage.py``;
+everything else falls back to ``reference`` and the compile report says so. Control flow (``while``, ``if``,
+``case``) becomes SCF before code generation (``control_flow.py``); ``cbrt``, ``batch_norm_inference`` and
+``optimization_barrier`` are expanded (``expand.py``). ``sort`` and ``scatter`` with a recognized comparator or
+update computation go to ``cpu_host`` (``hostops.py``), which joins the target and runs them with NumPy.
 """
 
 from __future__ import annotations
@@ -15,23 +18,36 @@ from byteir_core.mlir import ir
 
 from .blas import CpuGemmBackend, CpuGemmProvider
 from .codegen import ENTRY, compile_to_shared_object
+from .hostops import CpuHostOpsBackend, CpuHostOpsProvider
+from .prepare import prepare_cluster
 from .provider import CALLEE, FORMAT, CpuProvider
 
 BYTEIR_PLUGIN_API = "1.0"
 
-# cbrt is left out: its math.cbrt has no lowering to LLVM in this MLIR build (ExecutionEngine fails).
-ELEMENTWISE = """abs add and atan2 ceil clamp compare convert cosine divide exponential exponential_minus_one
-    floor is_finite log log_plus_one logistic maximum minimum multiply negate not or power remainder
-    round_nearest_afz round_nearest_even rsqrt select sign sine sqrt subtract tan tanh xor""".split()
+# cbrt, batch_norm_inference and optimization_barrier are expanded before code generation (expand.py): math.cbrt
+# has no LLVM lowering in this MLIR build, and stablehlo-legalize-to-linalg has no pattern for the other two.
+ELEMENTWISE = """abs add and atan2 cbrt ceil clamp compare convert cosine count_leading_zeros divide exponential
+    exponential_minus_one floor is_finite log log_plus_one logistic maximum minimum multiply negate not or popcnt
+    power reduce_precision remainder round_nearest_afz round_nearest_even rsqrt select shift_left
+    shift_right_arithmetic shift_right_logical sign sine sqrt subtract tan tanh xor""".split()
 STRUCTURAL = """broadcast_in_dim concatenate dot_general iota pad reduce reduce_window reshape reverse slice transpose
-    convolution gather dynamic_slice dynamic_update_slice""".split()
+    convolution gather dynamic_slice dynamic_update_slice bitcast_convert batch_norm_inference
+    optimization_barrier""".split()
+# Lowered to SCF before code generation (control_flow.py); their regions may hold any op claimed here.
+CONTROL_FLOW = ("stablehlo.while", "stablehlo.if", "stablehlo.case")
+# Only in control-flow regions: constants and the terminator.
+REGION_ONLY = ("stablehlo.constant", "stablehlo.return")
 
-CLAIMED = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL)
+CLAIMED = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL) | frozenset(CONTROL_FLOW)
 TYPES = frozenset({"f32", "f64", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
 
 
 def _type_ok(t) -> bool:
     return isinstance(t, ir.RankedTensorType) and t.has_static_shape and str(t.element_type) in TYPES
+
+
+def _is_float(t) -> bool:
+    return str(ir.RankedTensorType(t).element_type) in ("f32", "f64", "f16", "bf16")
 
 
 def _nested_ok(op) -> bool:
@@ -59,10 +75,32 @@ class CpuBackend(Backend):
             return None
         if not all(_type_ok(v.type) for v in list(op.operands) + list(op.results)):
             return None
+        if op.name in CONTROL_FLOW:
+            return 10 if self._regions_ok(op) else None
+        if op.name == "stablehlo.batch_norm_inference" and not _is_float(op.results[0].type):
+            return None
+        if op.name == "stablehlo.bitcast_convert" and "i1" in {str(v.type.element_type) for v in
+                                                              (op.operands[0], op.results[0])}:
+            return None
         return 10 if _nested_ok(op) else None
 
+    def _regions_ok(self, op) -> bool:
+        """Every op in a while/if/case region is one this backend claims (recursively), or a constant."""
+        for region in op.regions:
+            for block in region.blocks:
+                if not all(_type_ok(a.type) for a in block.arguments):
+                    return False
+                for inner in block.operations:
+                    inner = inner.operation
+                    if inner.name in REGION_ONLY:
+                        if not all(_type_ok(v.type) for v in list(inner.operands) + list(inner.results)):
+                            return False
+                    elif self.claims(inner) is None:
+                        return False
+        return True
+
     def compile(self, cluster: Cluster) -> CompiledCluster:
-        so, openmp = compile_to_shared_object(cluster)
+        so, openmp = compile_to_shared_object(prepare_cluster(cluster))
         return CompiledCluster(CALLEE, Kernel(FORMAT, so, ENTRY), {"openmp": int(openmp)})
 
 
@@ -70,9 +108,11 @@ class CpuBackend(Backend):
 def byteir_register_backends(register):
     register(CpuBackend())
     register(CpuGemmBackend())
+    register(CpuHostOpsBackend())
 
 
 @hookimpl
 def byteir_register_providers(register):
     register(CpuProvider())
     register(CpuGemmProvider())
+    register(CpuHostOpsProvider())
