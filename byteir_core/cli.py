@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
@@ -207,6 +208,26 @@ def cmd_list_plugins(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from .cache import CompileCache
+
+    cache = CompileCache()
+    if args.action == "clear":
+        n = cache.clear()
+        print(f"removed {n} cached artifact(s) from {cache.dir}")
+        return 0
+    entries = cache.entries()
+    if args.json:
+        print(json.dumps([{"key": e.key, "path": str(e.path), "bytes": e.size, "mtime": e.mtime, "label": e.label}
+                          for e in entries], indent=2))
+        return 0
+    print(f"{cache.dir}: {len(entries)} artifact(s), {sum(e.size for e in entries)} bytes")
+    for e in entries:
+        when = datetime.datetime.fromtimestamp(e.mtime).isoformat(timespec="seconds")
+        print(f"  {e.key[:16]}  {e.size:>10}  {when}  {e.label}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -251,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     lp = sub.add_parser("list-plugins", help="installed plugins and their status")
     lp.add_argument("--json", action="store_true")
     lp.set_defaults(fn=cmd_list_plugins)
+
+    ca = sub.add_parser("cache", help="list or clear the compile cache (BYTEIR_CACHE_DIR)")
+    ca.add_argument("action", choices=("ls", "clear"))
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(fn=cmd_cache)
     return ap
 
 

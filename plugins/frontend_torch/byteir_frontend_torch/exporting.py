@@ -88,6 +88,7 @@ def prepare(prog: torch.export.ExportedProgram, options: dict) -> tuple[torch.ex
     except Exception as e:  # noqa: BLE001
         raise FrontendError(f"decomposing the exported program failed: {_first_line(e)}") from None
     gm = prog.graph_module
+    stats["normalize-slices"] = fx_passes.normalize_slices(gm)
     if "simplify-views" in wanted:
         stats["simplify-views"] = fx_passes.simplify_views(gm)
     if "fold-constants" in wanted:
@@ -95,10 +96,24 @@ def prepare(prog: torch.export.ExportedProgram, options: dict) -> tuple[torch.ex
     return prog, stats
 
 
+class FxGraph:
+    """A stateless FX graph, every tensor a placeholder (what AOTAutograd hands a backend): imported as is,
+    without torch.export."""
+
+    def __init__(self, gm: torch.fx.GraphModule):
+        self.gm = gm
+
+
 def to_stablehlo(model, example_inputs, options: dict, context):
+    from .importer import import_graph
+
+    if isinstance(model, FxGraph):
+        stats = {"normalize-slices": fx_passes.normalize_slices(model.gm),
+                 "simplify-views": fx_passes.simplify_views(model.gm),
+                 "fold-constants": fx_passes.fold_constants(model.gm, {})}
+        return import_graph(model.gm, context)
     prog = export(model, example_inputs, options)
     prog, stats = prepare(prog, options)
-    options.setdefault("_frontend_stats", stats)
     return import_program(prog, context)
 
 

@@ -175,6 +175,39 @@ def _rewrite_matmul_softmax_matmul(graph, node: Node) -> int:
     return 1
 
 
+# ---- slices ---------------------------------------------------------------------------------------------------
+
+
+def normalize_slices(gm: GraphModule) -> int:
+    """Slice bounds clamped to the dimension (``end=sys.maxsize`` means "to the end"): torch-mlir's StableHLO
+    lowering of ``slice_scatter`` with an int64-max end allocates without bound (std::bad_alloc)."""
+    count = 0
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in (aten.slice.Tensor, aten.slice_scatter.default):
+            continue
+        src_shape = _shape(node.args[0])
+        if src_shape is None or not all(isinstance(d, int) for d in src_shape):
+            continue
+        names = ("dim", "start", "end", "step")
+        first = 1 if node.target == aten.slice.Tensor else 2
+        a = dict(zip(names, node.args[first:]))
+        a.update({k: v for k, v in node.kwargs.items() if k in names})
+        dim = a.get("dim", 0)
+        size = src_shape[dim]
+        start, end = a.get("start"), a.get("end")
+        if not all(isinstance(x, (int, type(None))) for x in (start, end)):
+            continue
+        new_start = 0 if start is None else min(max(start + size if start < 0 else start, 0), size)
+        new_end = size if end is None else min(max(end + size if end < 0 else end, 0), size)
+        if (new_start, new_end) != (start, end):
+            node.args = (*node.args[:first], dim, new_start, new_end, a.get("step", 1))
+            node.kwargs = {}
+            count += 1
+    if count:
+        gm.recompile()
+    return count
+
+
 # ---- views ---------------------------------------------------------------------------------------------------
 
 

@@ -20,6 +20,8 @@ class TorchFrontend(Frontend):
     def accepts(self, model) -> bool:
         if isinstance(model, (str, os.PathLike)):
             return str(model).endswith(".pt2")
+        if type(model).__name__ == "FxGraph" and type(model).__module__.startswith("byteir_frontend_torch"):
+            return True
         torch = sys.modules.get("torch")
         if torch is None:  # a torch object cannot exist without torch imported
             return False

@@ -1,0 +1,366 @@
+"""``torch.compile(model, backend="byteir")``: a TorchDynamo backend, for inference and training.
+
+Dynamo's graph gets our attention rewrite (``scaled_dot_product_attention`` -> ``byteir.flash_attn_fwd``, whose
+autograd formula is ``byteir.flash_attn_bwd``); AOTAutograd then splits forward and backward (min-cut
+rematerialization partitioner) and each graph is compiled by byteir on first call, for the shapes it is
+called with (static shapes: a new shape compiles again). Artifacts are cached on disk
+(:mod:`byteir_core.cache`).
+
+Options (``torch.compile(..., options={...})``):
+
+``target``     byteir target (default ``cpu``)
+``strict``     raise instead of running unsupported pieces in eager (default False)
+``fallback``   ``"eager"`` (default): pieces no installed backend supports run in eager, with one warning
+``dump_dir``   write IR after every stage of every compile here
+``cache``      use the on-disk compile cache (default True; ``BYTEIR_CACHE_DIR`` moves it)
+``verbose``    print each compile's report
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import math
+import operator
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.fx import GraphModule, Node
+
+from . import custom_ops
+from .exporting import FxGraph, decomposition_table
+
+OPTION_NAMES = {"target", "strict", "fallback", "dump_dir", "cache", "verbose"}
+
+
+class ByteirCompileError(RuntimeError):
+    """``strict=True`` and some ops of a graph cannot be compiled; ``ops`` lists them with source lines."""
+
+    def __init__(self, message: str, ops: list[tuple[str, str]]):
+        super().__init__(message)
+        self.ops = ops
+
+
+class ByteirFallbackWarning(UserWarning):
+    """Some ops of a torch.compile graph run in eager because no installed byteir backend supports them."""
+
+
+@dataclass(frozen=True)
+class Options:
+    target: str = "cpu"
+    strict: bool = False
+    fallback: str = "eager"
+    dump_dir: str | None = None
+    cache: bool = True
+    verbose: bool = False
+
+    @classmethod
+    def parse(cls, options: dict | None) -> "Options":
+        options = dict(options or {})
+        unknown = set(options) - OPTION_NAMES
+        if unknown:
+            raise ValueError(f"unknown byteir option(s) {sorted(unknown)}; known: {', '.join(sorted(OPTION_NAMES))}")
+        if options.get("fallback", "eager") not in ("eager", "none"):
+            raise ValueError(f"byteir option fallback={options['fallback']!r}: use 'eager' or 'none'")
+        o = cls(**options)
+        if o.fallback == "none":
+            o = cls(**{**options, "strict": True})
+        return o
+
+
+# ---- the backend -------------------------------------------------------------------------------------------
+
+
+def byteir_compile_fx(gm: GraphModule, example_inputs, options: dict | None = None, **kwargs):
+    """The ``byteir`` TorchDynamo backend: ``torch.compile(model, backend="byteir", options={...})``."""
+    from functorch.compile import min_cut_rematerialization_partition
+    from torch._dynamo.backends.common import aot_autograd
+
+    opts = Options.parse({**(options or {}), **kwargs})
+    rewrite_sdpa_calls(gm)
+    compiler = functools.partial(_graph_compiler, opts=opts)
+    backend = aot_autograd(fw_compiler=functools.partial(compiler, kind="forward"),
+                           bw_compiler=functools.partial(compiler, kind="backward"),
+                           inference_compiler=functools.partial(compiler, kind="inference"),
+                           partition_fn=min_cut_rematerialization_partition,
+                           decompositions=decomposition_table(),
+                           keep_inference_input_mutations=True)
+    return backend(gm, example_inputs)
+
+
+def byteir_sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    """``scaled_dot_product_attention`` through ``byteir.flash_attn_fwd`` (dropout keeps the original op)."""
+    if (dropout_p and dropout_p > 0.0) or query.dim() != 4 or (is_causal and attn_mask is not None):
+        return torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+            enable_gqa=enable_gqa)
+    hq, hk = query.shape[1], key.shape[1]
+    if hk != hq:
+        key = key.repeat_interleave(hq // hk, dim=1)
+        value = value.repeat_interleave(hq // hk, dim=1)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    return custom_ops.flash_attn_fwd(query, key, value, attn_mask, float(scale), bool(is_causal))[0]
+
+
+_SDPA_TARGETS = {torch.nn.functional.scaled_dot_product_attention, torch._C._nn.scaled_dot_product_attention}
+
+
+def rewrite_sdpa_calls(gm: GraphModule) -> int:
+    """In a Dynamo graph (torch-level calls), SDPA calls -> :func:`byteir_sdpa`."""
+    n = 0
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in _SDPA_TARGETS:
+            node.target = byteir_sdpa
+            n += 1
+    if n:
+        gm.recompile()
+    return n
+
+
+def _graph_compiler(gm: GraphModule, example_inputs, *, opts: Options, kind: str):
+    return CompiledGraph(gm, opts, kind)
+
+
+# ---- one AOT graph ------------------------------------------------------------------------------------------
+
+
+def _is_static(gm: GraphModule) -> bool:
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            v = node.meta.get("val")
+            if isinstance(v, torch.SymInt) or (isinstance(v, torch.Tensor) and not all(
+                    isinstance(d, int) for d in v.shape)):
+                return False
+    return True
+
+
+def _source_line(node: Node) -> str:
+    trace = node.meta.get("stack_trace") or ""
+    frames = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
+    if frames:
+        return frames[-1].replace("File ", "", 1)
+    return "unknown source line"
+
+
+def _op_name(node: Node) -> str:
+    t = node.target
+    if isinstance(t, torch._ops.OpOverload):
+        return t._schema.name.replace("::", ".")
+    return getattr(t, "__name__", str(t))
+
+
+class CompiledGraph:
+    """Callable standing in for one AOT graph; compiles with byteir per input signature on first call."""
+
+    def __init__(self, gm: GraphModule, opts: Options, kind: str):
+        self.gm, self.opts, self.kind = gm, opts, kind
+        self._lock = threading.Lock()
+        self._by_signature: dict = {}
+        self.static = _is_static(gm)
+        self.fallback_ops: list[tuple[str, str]] = []
+
+    # AOTAutograd's boxed convention: one list argument, which the callee clears to free inputs early. Some
+    # call sites (the backward, behind Dynamo's disable wrapper) still call positionally: take both.
+    _boxed_call = True
+
+    def __call__(self, *args):
+        if len(args) == 1 and isinstance(args[0], list):
+            boxed = args[0]
+            args = tuple(boxed)
+            boxed.clear()
+        sig = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else ("scalar", a) for a in args)
+        fn = self._by_signature.get(sig)
+        if fn is None:
+            with self._lock:
+                fn = self._by_signature.get(sig)
+                if fn is None:
+                    fn = self._build(args)
+                    self._by_signature[sig] = fn
+        return fn(*args)
+
+    def _graph_for(self, args) -> GraphModule:
+        if self.static:
+            return self.gm
+        # Specialize on the shapes of this call: retrace the graph with concrete inputs.
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        return make_fx(self.gm, tracing_mode="real")(*args)
+
+    def _build(self, args):
+        gm = self._graph_for(args)
+        try:
+            return _compile_whole(gm, args, self.opts, self.kind)
+        except _Unsupported as u:
+            ops = u.ops
+            if self.opts.strict:
+                raise ByteirCompileError(_describe(ops, strict=True, kind=self.kind), ops) from None
+            warnings.warn(_describe(ops, strict=False, kind=self.kind), ByteirFallbackWarning, stacklevel=2)
+            self.fallback_ops = ops
+            return _compile_partitioned(gm, args, self.opts, self.kind, {name for name, _ in ops})
+
+
+def _describe(ops, strict: bool, kind: str) -> str:
+    listed = "\n".join(f"  - {name} at {where}" for name, where in ops)
+    if strict:
+        return f"byteir cannot compile these ops of the {kind} graph (strict=True):\n{listed}"
+    return (f"byteir: these ops of the {kind} graph run in eager PyTorch (no installed backend supports "
+            f"them); the rest is compiled:\n{listed}")
+
+
+class _Unsupported(Exception):
+    def __init__(self, ops: list[tuple[str, str]], names: set[str]):
+        self.ops, self.names = ops, names
+
+
+def _strip_outputs(gm: GraphModule):
+    """Graph outputs that are not tensors (None grads, ints) are not compiled: returns (positions kept,
+    template of the full output list)."""
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    outs = out_node.args[0]
+    single = not isinstance(outs, (tuple, list))
+    outs = [outs] if single else list(outs)
+    template, kept = [], []
+    for o in outs:
+        if isinstance(o, Node) and isinstance(o.meta.get("val"), torch.Tensor):
+            template.append(("tensor", len(kept)))
+            kept.append(o)
+        else:
+            template.append(("const", o))
+    return kept, template, single, out_node
+
+
+def _graph_key(gm: GraphModule, args, opts: Options, kind: str) -> str:
+    from byteir_core.cache import make_key
+
+    consts = hashlib.sha256()
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            v = getattr(gm, node.target, None)
+            if isinstance(v, torch.Tensor):
+                consts.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                              if v.numel() else b"")
+    sig = [(tuple(a.shape), str(a.dtype)) if isinstance(a, torch.Tensor) else repr(a) for a in args]
+    return make_key("torch.compile", kind, gm.code, sig, consts.hexdigest(), opts.target, torch.__version__)
+
+
+def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
+    import byteir_core
+    from byteir_core.cache import CompileCache
+    from byteir_core.errors import ByteirError, UnsupportedOpError
+
+    from .importer import ImportError_
+
+    kept, template, single, out_node = _strip_outputs(gm)
+    g = GraphModule(gm, _copy_graph_with_outputs(gm, kept))
+    tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+    if len(tensor_pos) != len(args):
+        raise _Unsupported([("non-tensor graph input", "AOT graph signature")], set())
+    key = _graph_key(g, args, opts, kind)
+    cache = CompileCache() if opts.cache else None
+    art = cache.get(key) if cache else None
+    if art is None:
+        try:
+            art = byteir_core.compile(FxGraph(g), list(args), target=opts.target, frontend="torch",
+                                      dump_dir=opts.dump_dir)
+        except ImportError_ as e:
+            ops = _nodes_for(g, set(e.ops)) or [(op, ", ".join(locs) or "unknown") for op, locs in e.ops.items()]
+            if not e.ops:
+                raise _Unsupported([(f"graph ({_brief(e)})", "whole graph")], set()) from None
+            raise _Unsupported(ops, set(e.ops)) from None
+        except UnsupportedOpError as e:
+            raise _Unsupported([(u.name, ", ".join(u.locations[:3])) for u in e.unsupported], set()) from None
+        except ByteirError as e:
+            if opts.strict:
+                raise
+            raise _Unsupported([(f"graph ({type(e).__name__}: {_brief(e)})", "whole graph")], set()) from None
+        if cache:
+            try:
+                cache.put(key, art, label=f"torch.compile {kind} graph ({len(list(g.graph.nodes))} nodes)")
+            except OSError as err:  # a read-only cache dir must not break compiling
+                warnings.warn(f"byteir: cannot write the compile cache: {err}", stacklevel=2)
+    if opts.verbose:
+        print(art.summary() if hasattr(art, "summary") else art.report)
+    session = byteir_core.load(art)
+
+    def run(*call_args):
+        xs = [a.detach().contiguous() if isinstance(a, torch.Tensor) else a for a in call_args]
+        res = session(*xs)
+        res = list(res) if isinstance(res, (list, tuple)) else [res]
+        full = [res[v] if k == "tensor" else v for k, v in template]
+        return full[0] if single else full
+
+    return run
+
+
+def _brief(e: Exception, lines: int = 4) -> str:
+    text = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " / ".join(text[:lines])[:1500]
+
+
+def _copy_graph_with_outputs(gm: GraphModule, kept: list[Node]) -> torch.fx.Graph:
+    graph = torch.fx.Graph()
+    env: dict = {}
+    graph.graph_copy(gm.graph, env)
+    graph.output(tuple(env[n] for n in kept))
+    graph.eliminate_dead_code()
+    return graph
+
+
+def _nodes_for(gm: GraphModule, op_names: set[str]) -> list[tuple[str, str]]:
+    """(aten op, source line) for each FX node whose op torch-mlir could not lower."""
+    found = []
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and _op_name(node) in op_names:
+            found.append((_op_name(node), _source_line(node)))
+    return found
+
+
+# ---- partial compile: unsupported ops run in eager ---------------------------------------------------------
+
+
+def _compile_partitioned(gm: GraphModule, args, opts: Options, kind: str, unsupported: set[str]):
+    from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+    from torch.fx.passes.operator_support import OperatorSupportBase
+
+    if not unsupported:  # nothing to cut around: the whole graph runs in eager
+        return gm
+
+    class Support(OperatorSupportBase):
+        def is_node_supported(self, submodules, node: Node) -> bool:
+            return node.op == "call_function" and _op_name(node) not in unsupported
+
+    gm = GraphModule(gm, gm.graph)  # do not rewrite the caller's graph
+    partitioner = CapabilityBasedPartitioner(gm, Support(), allows_single_node_partition=True)
+    fused = partitioner.fuse_partitions(partitioner.propose_partitions())
+    for name, sub in list(fused.named_children()):
+        if isinstance(sub, GraphModule) and name.startswith("fused_"):
+            setattr(fused, name, _LazySubgraph(sub, opts, kind))
+    fused.recompile()
+    return fused
+
+
+class _LazySubgraph(torch.nn.Module):
+    """A piece of a partitioned graph, compiled by byteir on first call (eager if even that piece fails)."""
+
+    def __init__(self, gm: GraphModule, opts: Options, kind: str):
+        super().__init__()
+        self.gm, self.opts, self.kind = gm, opts, kind
+        self._fns: dict = {}
+
+    def forward(self, *args):
+        sig = tuple((tuple(a.shape), a.dtype) if isinstance(a, torch.Tensor) else repr(a) for a in args)
+        fn = self._fns.get(sig)
+        if fn is None:
+            try:
+                fn = _compile_whole(self.gm, args, self.opts, self.kind)
+            except _Unsupported:
+                fn = self.gm
+            self._fns[sig] = fn
+        out = fn(*args)
+        return tuple(out) if isinstance(out, list) else out
