@@ -6,14 +6,20 @@
   truncation needs a compiler-rt routine the kernels are not linked with), then rounded to the operand's type.
 - ``batch_norm_inference``: the spec's own definition, op for op: ``scale * ((x - mean) / sqrt(var + eps)) +
   offset`` with the per-feature vectors broadcast along ``feature_index``.
+- ``batch_norm_training``: the spec's definition: per-feature ``mean`` and biased ``variance = mean((x -
+  mean)**2)`` over every other dimension, then the inference formula. For f16/bf16 the statistics are
+  accumulated and the normalization computed in f32, then rounded to the operand's type.
 - ``optimization_barrier``: an identity for values; scheduling inside one native kernel is LLVM's business.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from byteir_core.mlir import ir
 
-EXPANDED = ("stablehlo.cbrt", "stablehlo.batch_norm_inference", "stablehlo.optimization_barrier")
+EXPANDED = ("stablehlo.cbrt", "stablehlo.batch_norm_inference", "stablehlo.batch_norm_training",
+            "stablehlo.optimization_barrier")
 
 
 class _Builder:
@@ -46,6 +52,22 @@ class _Builder:
         i1 = ir.RankedTensorType.get(t.shape, ir.IntegerType.get_signless(1))
         attrs = {"comparison_direction": ir.Attribute.parse(f"#stablehlo<comparison_direction {direction}>")}
         return self.op("stablehlo.compare", [a, b], i1, attrs)
+
+    def reduce_sum(self, x, dims):
+        if not dims:  # a sum over no dimension (the Linalg lowering refuses such a reduce)
+            return x
+        t = ir.RankedTensorType(x.type)
+        scalar = ir.RankedTensorType.get([], t.element_type)
+        shape = [n for d, n in enumerate(t.shape) if d not in dims]
+        with self.anchor.location, ir.InsertionPoint(self.anchor):
+            red = ir.Operation.create("stablehlo.reduce", results=[ir.RankedTensorType.get(shape, t.element_type)],
+                                      operands=[x, self.splat(0.0, scalar)],
+                                      attributes={"dimensions": ir.DenseI64ArrayAttr.get(list(dims))}, regions=1)
+            block = red.regions[0].blocks.append(scalar, scalar)
+            with ir.InsertionPoint(block):
+                add = ir.Operation.create("stablehlo.add", results=[scalar], operands=list(block.arguments))
+                ir.Operation.create("stablehlo.return", operands=[add.result])
+        return red.result
 
     def broadcast(self, v, shape, dims):
         t = ir.RankedTensorType.get(shape, ir.RankedTensorType(v.type).element_type)
@@ -95,7 +117,33 @@ def _drop_barrier(op) -> None:
     op.erase()
 
 
+def _expand_batch_norm_training(op) -> None:
+    b = _Builder(op)
+    x, scale, offset = op.operands
+    t = ir.RankedTensorType(x.type)
+    fi = ir.IntegerAttr(op.attributes["feature_index"]).value
+    eps = ir.FloatAttr(op.attributes["epsilon"]).value
+    shape = list(t.shape)
+    wide = ir.F32Type.get() if str(t.element_type) in ("f16", "bf16") else t.element_type
+    tw = ir.RankedTensorType.get(shape, wide)
+    vw = ir.RankedTensorType.get([shape[fi]], wide)
+    xw, scale_w, offset_w = b.convert(x, tw), b.convert(scale, vw), b.convert(offset, vw)
+    others = [d for d in range(len(shape)) if d != fi]
+    count = b.splat(float(np.prod([shape[d] for d in others])), vw)
+    mean = b.binary("divide", b.reduce_sum(xw, others), count)
+    centered = b.binary("subtract", xw, b.broadcast(mean, shape, [fi]))
+    var = b.binary("divide", b.reduce_sum(b.binary("multiply", centered, centered), others), count)
+    stddev = b.unary("sqrt", b.binary("add", b.broadcast(var, shape, [fi]), b.splat(eps, tw)))
+    y = b.binary("add", b.binary("multiply", b.broadcast(scale_w, shape, [fi]), b.binary("divide", centered, stddev)),
+                 b.broadcast(offset_w, shape, [fi]))
+    v = ir.RankedTensorType(scale.type)
+    for r, new in zip(op.results, (b.convert(y, t), b.convert(mean, v), b.convert(var, v))):
+        r.replace_all_uses_with(new)
+    op.erase()
+
+
 _RULES = {"stablehlo.cbrt": _expand_cbrt, "stablehlo.batch_norm_inference": _expand_batch_norm_inference,
+          "stablehlo.batch_norm_training": _expand_batch_norm_training,
           "stablehlo.optimization_barrier": _drop_barrier}
 
 

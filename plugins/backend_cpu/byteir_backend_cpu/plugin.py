@@ -5,9 +5,10 @@ threads in generated code come next (issue 3). GEMMs (``dot_general`` in f32/f64
 joins the ``cpu`` target with a higher priority and calls BLAS. It claims only ops whose lowering is checked
 against the reference interpreter by ``tests/test_cpu_differential.py`` and ``tests/test_cpu_coverage.py``;
 everything else falls back to ``reference`` and the compile report says so. Control flow (``while``, ``if``,
-``case``) becomes SCF before code generation (``control_flow.py``); ``cbrt``, ``batch_norm_inference`` and
-``optimization_barrier`` are expanded (``expand.py``). ``sort`` and ``scatter`` with a recognized comparator or
-update computation go to ``cpu_host`` (``hostops.py``), which joins the target and runs them with NumPy.
+``case``) becomes SCF before code generation (``control_flow.py``); ``cbrt``, ``batch_norm_inference``,
+``batch_norm_training`` and ``optimization_barrier`` are expanded (``expand.py``). ``sort`` and ``scatter``
+with a recognized comparator or update computation go to ``cpu_host`` (``hostops.py``), which joins the
+target and runs them with NumPy.
 """
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ from .provider import CALLEE, FORMAT, CpuProvider
 
 BYTEIR_PLUGIN_API = "1.0"
 
-# cbrt, batch_norm_inference and optimization_barrier are expanded before code generation (expand.py): math.cbrt
-# has no LLVM lowering in this MLIR build, and stablehlo-legalize-to-linalg has no pattern for the other two.
+# cbrt, batch_norm_inference/training and optimization_barrier are expanded before code generation (expand.py):
+# math.cbrt has no LLVM lowering in this MLIR build, and stablehlo-legalize-to-linalg has no pattern for the others.
 ELEMENTWISE = """abs add and atan2 cbrt ceil clamp compare convert cosine count_leading_zeros divide exponential
     exponential_minus_one floor is_finite log log_plus_one logistic maximum minimum multiply negate not or popcnt
     power reduce_precision remainder round_nearest_afz round_nearest_even rsqrt select shift_left
     shift_right_arithmetic shift_right_logical sign sine sqrt subtract tan tanh xor""".split()
 STRUCTURAL = """broadcast_in_dim concatenate dot_general iota pad reduce reduce_window reshape reverse slice transpose
     convolution gather dynamic_slice dynamic_update_slice bitcast_convert batch_norm_inference
-    optimization_barrier""".split()
+    batch_norm_training optimization_barrier""".split()
 # Lowered to SCF before code generation (control_flow.py); their regions may hold any op claimed here.
 CONTROL_FLOW = ("stablehlo.while", "stablehlo.if", "stablehlo.case")
 # Only in control-flow regions: constants and the terminator.
@@ -77,7 +78,7 @@ class CpuBackend(Backend):
             return None
         if op.name in CONTROL_FLOW:
             return 10 if self._regions_ok(op) else None
-        if op.name == "stablehlo.batch_norm_inference" and not _is_float(op.results[0].type):
+        if op.name.startswith("stablehlo.batch_norm_") and not _is_float(op.results[0].type):
             return None
         if op.name == "stablehlo.bitcast_convert" and "i1" in {str(v.type.element_type) for v in
                                                               (op.operands[0], op.results[0])}:

@@ -133,6 +133,36 @@ def test_batch_norm_inference_against_numpy(dtype, shape, feature):
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol * 4)
 
 
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "f64"])
+@pytest.mark.parametrize("shape,feature", [((4, 3, 5, 2), 1), ((8, 6), 1), ((2, 5, 3), 2), ((6,), 0)])
+def test_batch_norm_training_against_numpy(dtype, shape, feature):
+    """Batch statistics (mean, biased variance) over every dimension but the feature one. The reference
+    backend refuses this op too: NumPy in float64 is the oracle."""
+    c = shape[feature]
+    t, v = ty(shape, dtype), ty((c,), dtype)
+    text = f"""func.func @main(%x: {t}, %s: {v}, %o: {v}) -> ({t}, {v}, {v}) {{
+  %r:3 = "stablehlo.batch_norm_training"(%x, %s, %o) {{epsilon = 1.0e-5 : f32, feature_index = {feature} : i64}} : ({t}, {v}, {v}) -> ({t}, {v}, {v})
+  return %r#0, %r#1, %r#2 : {t}, {v}, {v}
+}}"""
+    x = (random(shape, dtype).astype(np.float64) + 3.0).astype(to_numpy(dtype))  # a mean far from 0
+    scale, offset = random((c,), dtype), random((c,), dtype)
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.batch_norm_training": 1}}
+    y, mean, var = byteir_core.load(art.to_bytes())(x, scale, offset)
+    axes = tuple(d for d in range(len(shape)) if d != feature)
+    xf = x.astype(np.float64)
+    want_mean = xf.mean(axis=axes)
+    want_var = xf.var(axis=axes)
+    bshape = [1] * len(shape)
+    bshape[feature] = c
+    want_y = (scale.astype(np.float64).reshape(bshape) * (xf - want_mean.reshape(bshape))
+              / np.sqrt(want_var.reshape(bshape) + np.float64(np.float32(1e-5))) + offset.astype(np.float64).reshape(bshape))
+    tol = {"f32": 2e-5, "f64": 1e-12, "f16": 4e-3, "bf16": 3e-2}[dtype]
+    for got, want in ((y, want_y), (mean, want_mean), (var, want_var)):
+        assert got.dtype == x.dtype and got.shape == want.shape
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol * 4)
+
+
 def test_optimization_barrier_is_an_identity_in_generated_code():
     text = """func.func @main(%x: tensor<3xf32>, %y: tensor<2xi32>) -> (tensor<3xf32>, tensor<2xi32>) {
   %e = stablehlo.exponential %x : tensor<3xf32>
@@ -253,6 +283,37 @@ def test_while_result_feeds_and_is_fed_by_other_generated_ops():
                                                      "stablehlo.while": 1}}
     assert len(art.report["clusters"]) == 1  # one native kernel: the loop fused into its neighbours' cluster
     check(text, [random((4,), "f32")], ["stablehlo.while"])
+
+
+def test_control_flow_in_multithreaded_kernels(monkeypatch):
+    """With BYTEIR_CPU_OPENMP=1 a big loop body gets OpenMP parallel loops inside the scf.while / scf.if."""
+    monkeypatch.setenv("BYTEIR_CPU_OPENMP", "1")
+    t = "tensor<256x256xf32>"
+    text = f"""func.func @main(%x: {t}, %p: tensor<i1>) -> {t} {{
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %r:2 = stablehlo.while(%i = %c0, %v = %x) : tensor<i32>, {t}
+  cond {{
+    %n = stablehlo.constant dense<3> : tensor<i32>
+    %c = stablehlo.compare LT, %i, %n : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %c : tensor<i1>
+  }} do {{
+    %one = stablehlo.constant dense<1> : tensor<i32>
+    %i2 = stablehlo.add %i, %one : tensor<i32>
+    %v2 = stablehlo.tanh %v : {t}
+    %v3 = "stablehlo.if"(%p) ({{
+      %a = stablehlo.add %v2, %v2 : {t}
+      stablehlo.return %a : {t}
+    }}, {{
+      stablehlo.return %v2 : {t}
+    }}) : (tensor<i1>) -> {t}
+    stablehlo.return %i2, %v3 : tensor<i32>, {t}
+  }}
+  return %r#1 : {t}
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert [s.attrs["openmp"] for s in art.module.steps if s.op == "compute"] == [1]
+    for p in (True, False):
+        check(text, [random((256, 256), "f32"), np.array(p)], ["stablehlo.while"])
 
 
 def if_program(dtype, shape):
@@ -632,3 +693,29 @@ def test_scatter_computations_not_recognized_fall_back():
     for k, row in enumerate(idx[:, 0]):
         want[row] += u[k].astype(np.float64) ** 2
     np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x, idx, u), want, rtol=1e-5, atol=1e-5)
+
+
+def test_select_and_scatter_stays_on_reference():
+    """Max-pool backward. The Linalg lowering in this build handles only non-overlapping windows and, on ties,
+    picks the last maximum where StableHLO's GE selection picks the first: the cpu target leaves the op to the
+    reference backend."""
+    text = """func.func @main(%x: tensor<4x4xf32>, %s: tensor<2x2xf32>) -> tensor<4x4xf32> {
+  %i = stablehlo.constant dense<0.0> : tensor<f32>
+  %r = "stablehlo.select_and_scatter"(%x, %s, %i) ({
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %c = stablehlo.compare GE, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>
+      stablehlo.return %c : tensor<i1>
+  }, {
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %c = stablehlo.add %a, %b : tensor<f32>
+      stablehlo.return %c : tensor<f32>
+  }) {window_dimensions = array<i64: 2, 2>, window_strides = array<i64: 2, 2>} : (tensor<4x4xf32>, tensor<2x2xf32>, tensor<f32>) -> tensor<4x4xf32>
+  return %r : tensor<4x4xf32>
+}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"reference": {"stablehlo.select_and_scatter": 1}}
+    x = np.ones((4, 4), np.float32)  # every window a tie: the first element of each window is selected
+    src = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    want = np.zeros((4, 4), np.float32)
+    want[::2, ::2] = src
+    np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x, src), want)
