@@ -15,7 +15,7 @@ import numpy as np
 from ..byre import Artifact
 from ..byre.format import READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step
 from ..dtypes import TensorSpec
-from ..errors import FrontendError, NoFrontendError, PassGroupError, TargetError
+from ..errors import FrontendError, NoFrontendError, PassGroupError, TargetError, UnsupportedOpError
 from ..interfaces import Cluster
 from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, run_pipeline
 from ..plugins import Registry, get_registry
@@ -174,7 +174,17 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     decomposed = stages.run("decompose-custom-calls", decompose_unclaimed, module, target, registry)
     if decomposed:
         stages.dump("decompose-custom-calls", lambda: str(module))
-    bm, part_report = stages.run("partition+codegen", _lower_to_byre, module, target, registry, stages)
+    try:
+        bm, part_report = stages.run("partition+codegen", _lower_to_byre, module, target, registry, stages)
+    except UnsupportedOpError as e:
+        dynamic = dynamic_arguments(module)
+        if dynamic:  # say which argument and dimension make the shapes dynamic
+            e.dynamic_arguments = dynamic
+            e.args = (str(e) + "\n  dynamic dimensions in the entry function (the ops above need static "
+                      "shapes): " + "; ".join(dynamic) + "\n  give static shapes: static example inputs (no "
+                      "dynamic dims), or --input-shape / input_shapes=... where the program computes its "
+                      "shapes with StableHLO ops",)
+        raise
     if decomposed:
         part_report.setdefault("notes", []).append(
             f"decomposed into StableHLO (no backend of {target!r} claims them): "
@@ -204,6 +214,18 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     if output is not None:
         art.save(output)
     return art
+
+
+def dynamic_arguments(module) -> list[str]:
+    """'argument i (name) dim d' for each dynamic dimension of @main's arguments."""
+    main = entry_function(module)
+    out = []
+    for i, arg in enumerate(main.regions[0].blocks[0].arguments):
+        t = arg.type
+        if isinstance(t, ir.RankedTensorType) and not t.has_static_shape:
+            dims = [str(d) for d in range(t.rank) if t.is_dynamic_dim(d)]
+            out.append(f"argument {i} ({t}) dim {', '.join(dims)}")
+    return out
 
 
 def decompose_unclaimed(module, target: str, registry: Registry) -> list[str]:

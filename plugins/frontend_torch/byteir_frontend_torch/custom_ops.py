@@ -20,14 +20,19 @@ import torch
 NAMESPACE = "byteir"
 
 
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """At least f32 (f64 stays f64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _scores(q, k, mask, scale: float, causal: bool):
-    s = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    s = torch.matmul(_acc(q), _acc(k).transpose(-1, -2)) * scale
     if causal:
         sq, sk = s.shape[-2], s.shape[-1]
         keep = torch.ones(sq, sk, dtype=torch.bool, device=s.device).tril(sk - sq)
         s = s.masked_fill(~keep, float("-inf"))
     if mask is not None:
-        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask.float()
+        s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + _acc(mask)
     return s
 
 
@@ -37,7 +42,7 @@ def flash_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Opti
     s = _scores(q, k, mask, scale, causal)
     lse = torch.logsumexp(s, dim=-1)
     p = torch.exp(s - lse.unsqueeze(-1))
-    return torch.matmul(p, v.float()).to(q.dtype), lse
+    return torch.matmul(p, _acc(v)).to(q.dtype), lse.float()
 
 
 @flash_attn_fwd.register_fake
@@ -51,13 +56,13 @@ def flash_attn_bwd(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torc
                    causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     s = _scores(q, k, mask, scale, causal)
     p = torch.exp(s - lse.unsqueeze(-1))                      # [B, H, Sq, Sk]
-    do = dout.float()
+    do = _acc(dout)
     dv = torch.matmul(p.transpose(-1, -2), do)
-    dp = torch.matmul(do, v.float().transpose(-1, -2))
-    delta = (do * out.float()).sum(-1, keepdim=True)
+    dp = torch.matmul(do, _acc(v).transpose(-1, -2))
+    delta = (do * _acc(out)).sum(-1, keepdim=True)
     ds = p * (dp - delta) * scale
-    dq = torch.matmul(ds, k.float())
-    dk = torch.matmul(ds.transpose(-1, -2), q.float())
+    dq = torch.matmul(ds, _acc(k))
+    dk = torch.matmul(ds.transpose(-1, -2), _acc(q))
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype)
 
 

@@ -254,7 +254,7 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     from byteir_core.cache import CompileCache
     from byteir_core.errors import ByteirError, UnsupportedOpError
 
-    from .importer import ImportError_
+    from .importer import TorchLoweringError
 
     kept, template, single, out_node = _strip_outputs(gm)
     g = GraphModule(gm, _copy_graph_with_outputs(gm, kept))
@@ -268,13 +268,13 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
         try:
             art = byteir_core.compile(FxGraph(g), list(args), target=opts.target, frontend="torch",
                                       dump_dir=opts.dump_dir)
-        except ImportError_ as e:
+        except TorchLoweringError as e:
             ops = _nodes_for(g, set(e.ops)) or [(op, ", ".join(locs) or "unknown") for op, locs in e.ops.items()]
             if not e.ops:
                 raise _Unsupported([(f"graph ({_brief(e)})", "whole graph")], set()) from None
             raise _Unsupported(ops, set(e.ops)) from None
         except UnsupportedOpError as e:
-            raise _Unsupported([(u.name, ", ".join(u.locations[:3])) for u in e.unsupported], set()) from None
+            raise _Unsupported([(u.name, ", ".join(u.locations[:3])) for u in e.ops], set()) from None
         except ByteirError as e:
             if opts.strict:
                 raise

@@ -27,7 +27,7 @@ CUSTOM_OPS = {
 
 
 
-class ImportError_(FrontendError):
+class TorchLoweringError(FrontendError):
     """torch-mlir could not lower some ops; ``ops`` maps each aten op name to its source locations."""
 
     def __init__(self, message: str, ops: dict[str, list[str]]):
@@ -133,7 +133,7 @@ def lower_to_stablehlo(module: ir.Module) -> ir.Module:
     return module
 
 
-def _lowering_error(stage: str, text: str, diags: list[str]) -> ImportError_:
+def _lowering_error(stage: str, text: str, diags: list[str]) -> TorchLoweringError:
     lines = [ln for ln in (text + "\n" + "\n".join(diags)).splitlines() if ln.strip()]
     ops: dict[str, list[str]] = {}
     for ln in lines:
@@ -154,7 +154,7 @@ def _lowering_error(stage: str, text: str, diags: list[str]) -> ImportError_:
         msg = f"torch-mlir cannot lower these PyTorch ops to StableHLO ({stage} pipeline): {listed}\n  {detail}"
     else:
         msg = f"torch-mlir failed in the {stage} pipeline:\n  {detail}"
-    return ImportError_(msg, ops)
+    return TorchLoweringError(msg, ops)
 
 
 # ---- torch.operator "byteir.*" -> stablehlo.custom_call -----------------------------------------------------
@@ -174,6 +174,7 @@ def _builtin_type(vtype) -> ir.Type:
 
 def _scalar(value) -> ir.Attribute:
     owner = value.owner
+    owner = getattr(owner, "operation", owner)
     name = owner.name
     if name == "torch.constant.float":
         return ir.FloatAttr.get(ir.F64Type.get(), ir.FloatAttr(owner.attributes["value"]).value)
@@ -208,7 +209,7 @@ def _rewrite_custom_ops(module: ir.Module) -> None:
             with ir.InsertionPoint(op), op.location:
                 builtin_operands, present = [], []
                 for v in tensors:
-                    if v.owner.name == "torch.constant.none" if isinstance(v.owner, ir.Operation) else False:
+                    if str(v.type) == "!torch.none":
                         present.append(False)
                         continue
                     present.append(True)
