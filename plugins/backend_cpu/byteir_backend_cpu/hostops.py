@@ -1,4 +1,4 @@
-"""``sort`` and ``scatter`` as host kernels: the ``cpu_host`` backend joins the ``cpu`` target (one op per
+"""``sort``, ``scatter`` and ``select_and_scatter`` as host kernels: the ``cpu_host`` backend joins the ``cpu`` target (one op per
 cluster) and its provider runs each op with NumPy.
 
 ``stablehlo-legalize-to-linalg`` in this build lowers neither op. Both carry a region (the comparator, the
@@ -18,6 +18,13 @@ otherwise leaves it to the reference backend (the compile report says so):
   interpreter's, and for replace the last update of an index wins. Update elements whose result index falls
   outside the input are skipped (the spec leaves them to the implementation; the interpreter skips them too).
   ``indices_are_sorted``/``unique_indices`` are hints the NumPy kernels do not need.
+- ``select_and_scatter`` (max-pool backward): a select region that is one ``compare GE|GT|LE|LT`` of its two
+  arguments (FLOAT or SIGNED/UNSIGNED comparisons) and a scatter region like scatter's (not replace). Each
+  window's element is chosen the way the spec and the interpreter do it: a walk over the window in row-major
+  order that keeps the current choice while ``select(current, next)`` holds (with GE: the first maximum), padding
+  positions skipped; source values then combine into the chosen positions in row-major order of the source,
+  starting from ``init_value`` everywhere. (The Linalg lowering of this build handles only non-overlapping
+  windows and picks the last maximum on ties, so generated code is not used.)
 
 Constant operands (the driver copies small constants into a cluster) travel in the kernel blob.
 """
@@ -38,6 +45,7 @@ from byteir_core.mlir import ir, stablehlo_api
 
 SORT = "cpu.sort"
 SCATTER = "cpu.scatter"
+SELECT_AND_SCATTER = "cpu.select_and_scatter"
 CONSTANTS_FORMAT = "npz-raw-operands"  # constant operands: raw bytes per operand, dtype/shape in the spec
 TYPES = frozenset({"f32", "f64", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
 FLOATS = frozenset({"f32", "f64", "f16", "bf16"})
@@ -238,7 +246,104 @@ def run_scatter(plan: dict, operands: list, outputs: list) -> None:
         out.reshape(-1)[...] = target
 
 
+# ---------------------------------------------------------------- select_and_scatter
+
+
+def _binary_of_args(block_ops, args, ret):
+    """The op name when a region is exactly ``op(arg0, arg1)`` (either order) returned; else None."""
+    if len(block_ops) != 1 or len(ret.operands) != 1 or ret.operands[0] != block_ops[0].results[0]:
+        return None
+    return block_ops[0]
+
+
+def select_and_scatter_plan(op) -> dict | None:
+    if len(op.operands) != 3 or len(op.results) != 1 or len(op.regions) != 2:
+        return None
+    x, src, init = op.operands
+    ex = _elem(x.type)
+    if ex is None or _elem(src.type) != ex or _elem(init.type) != ex or _elem(op.results[0].type) != ex:
+        return None
+    rank = ir.RankedTensorType(x.type).rank
+    regions = []
+    for region in op.regions:
+        if len(region.blocks) != 1:
+            return None
+        block = region.blocks[0]
+        ops = [o.operation for o in block.operations]
+        if not ops or ops[-1].name != "stablehlo.return" or len(block.arguments) != 2:
+            return None
+        inner = _binary_of_args(ops[:-1], list(block.arguments), ops[-1])
+        if inner is None:
+            return None
+        regions.append((inner, [_arg_index(v, list(block.arguments)) for v in inner.operands]))
+    (cmp, cargs), (comb, sargs) = regions
+    if cmp.name != "stablehlo.compare" or cargs != [0, 1]:
+        return None
+    direction = stablehlo_api.ComparisonDirectionAttr(cmp.attributes["comparison_direction"]).value
+    ctype = (stablehlo_api.ComparisonTypeAttr(cmp.attributes["compare_type"]).value
+             if "compare_type" in cmp.attributes else None)
+    if direction not in ("GE", "GT", "LE", "LT") or ctype not in (None, "FLOAT", "SIGNED", "UNSIGNED"):
+        return None
+    if ctype == "FLOAT" and ex not in FLOATS or ctype == "SIGNED" and ex in FLOATS | {"i1"}:
+        return None
+    if ctype == "UNSIGNED" and ex != "i1":
+        return None
+    if comb.name not in SCATTER_COMBINERS or sorted(sargs) != [0, 1]:
+        return None
+    combiner = SCATTER_COMBINERS[comb.name]
+    if combiner in ("and", "or", "xor") and ex in FLOATS:
+        return None
+
+    def ints(name, default):
+        return [int(v) for v in op.attributes[name]] if name in op.attributes else default
+
+    window = ints("window_dimensions", [1] * rank)
+    strides = ints("window_strides", [1] * rank)
+    padding = (np.asarray(op.attributes["padding"]).reshape(rank, 2).tolist() if "padding" in op.attributes
+               else [[0, 0]] * rank)
+    return {"op": "select_and_scatter", "select": direction, "combiner": combiner, "window": window,
+            "strides": strides, "padding_low": [int(p[0]) for p in padding]}
+
+
+_SELECT = {"GE": np.greater_equal, "GT": np.greater, "LE": np.less_equal, "LT": np.less}
+
+
+def run_select_and_scatter(plan: dict, operands: list, outputs: list) -> None:
+    x, src, init = operands
+    out = outputs[0]
+    out[...] = init
+    if src.size == 0 or x.size == 0:
+        return
+    rank = x.ndim
+    keep = _SELECT[plan["select"]]
+    xs = x.astype(np.int8) if x.dtype == np.bool_ else x
+    base = [np.arange(n, dtype=np.int64).reshape([-1 if d == i else 1 for d in range(rank)]) * s - p
+            for i, (n, s, p) in enumerate(zip(src.shape, plan["strides"], plan["padding_low"]))]
+    chosen = np.full(src.shape, -1, np.int64)  # flat operand index, -1: nothing in the window yet
+    value = np.zeros(src.shape, xs.dtype)
+    for offset in np.ndindex(*plan["window"]):  # row-major walk over the window
+        idx = [b + o for b, o in zip(base, offset)]
+        inside = np.ones(src.shape, bool)
+        for i, n in zip(idx, x.shape):
+            inside = inside & (i >= 0) & (i < n)
+        clipped = [np.clip(i, 0, n - 1) for i, n in zip(idx, x.shape)]
+        cur = np.broadcast_to(xs[tuple(clipped)], src.shape)
+        flat = np.broadcast_to(np.ravel_multi_index(tuple(clipped), x.shape), src.shape)
+        with np.errstate(invalid="ignore"):
+            take = inside & ((chosen < 0) | ~keep(value, cur))
+        value = np.where(take, cur, value)
+        chosen = np.where(take, flat, chosen)
+    has = chosen >= 0
+    target = out.reshape(-1)
+    _UFUNCS[plan["combiner"]].at(target, chosen[has], np.ascontiguousarray(src)[has])
+
+
 # ---------------------------------------------------------------- backend and provider
+
+
+_PLANS = {"stablehlo.sort": sort_plan, "stablehlo.scatter": scatter_plan,
+          "stablehlo.select_and_scatter": select_and_scatter_plan}
+_CALLEES = {"sort": SORT, "scatter": SCATTER, "select_and_scatter": SELECT_AND_SCATTER}
 
 
 class CpuHostOpsBackend(Backend):
@@ -246,20 +351,17 @@ class CpuHostOpsBackend(Backend):
     device = "cpu"
     targets = ("cpu",)
     max_cluster_ops = 1
-    description = "sort and scatter as NumPy host kernels (recognized comparators and update computations)"
+    description = "sort, scatter and select_and_scatter as NumPy host kernels (recognized regions only)"
 
     def claims(self, op):
-        if op.name == "stablehlo.sort":
-            return 20 if sort_plan(op) is not None else None
-        if op.name == "stablehlo.scatter":
-            return 20 if scatter_plan(op) is not None else None
-        return None
+        plan = _PLANS.get(op.name)
+        return 20 if plan is not None and plan(op) is not None else None
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
         block = cluster.module.body.operations[0].regions[0].blocks[0]
         ops = [o.operation for o in block.operations]
-        (op,) = [o for o in ops if o.name in ("stablehlo.sort", "stablehlo.scatter")]
-        plan = sort_plan(op) if op.name == "stablehlo.sort" else scatter_plan(op)
+        (op,) = [o for o in ops if o.name in _PLANS]
+        plan = _PLANS[op.name](op)
         if plan is None:
             raise ValueError(f"cpu_host: {op.name} is not one this backend recognizes")
         sources, constants = [], []
@@ -281,7 +383,7 @@ class CpuHostOpsBackend(Backend):
             buf = io.BytesIO()
             np.savez(buf, **{f"c{i}": np.frombuffer(c, np.uint8) for i, c in enumerate(constants)})
             kernel = Kernel(CONSTANTS_FORMAT, buf.getvalue(), entry=plan["op"])
-        return CompiledCluster(SORT if plan["op"] == "sort" else SCATTER, kernel, {"plan": json.dumps(plan)})
+        return CompiledCluster(_CALLEES[plan["op"]], kernel, {"plan": json.dumps(plan)})
 
 
 def _constant_bytes(const, t) -> bytes:
@@ -319,8 +421,8 @@ def _bf16_from_text(text: str, n: int) -> np.ndarray:
 class CpuHostOpsProvider(Provider):
     name = "cpu_host"
     device = "cpu"
-    callees = (SORT, SCATTER)
-    description = "sort and scatter with NumPy"
+    callees = (SORT, SCATTER, SELECT_AND_SCATTER)
+    description = "sort, scatter and select_and_scatter with NumPy"
 
     def load(self, callee, kernel, attrs):
         try:
@@ -338,7 +440,7 @@ class CpuHostOpsProvider(Provider):
             for s in sources:
                 if s[0] == "constant":
                     constants[s[1]] = np.frombuffer(raw[f"c{s[1]}"].tobytes(), to_numpy(s[2])).reshape(s[3])
-        fn = run_sort if callee == SORT else run_scatter
+        fn = {SORT: run_sort, SCATTER: run_scatter, SELECT_AND_SCATTER: run_select_and_scatter}[callee]
         n_results = len(result_of_output)
 
         def run(inputs, outputs):

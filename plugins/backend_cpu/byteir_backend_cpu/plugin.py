@@ -6,9 +6,9 @@ joins the ``cpu`` target with a higher priority and calls BLAS. It claims only o
 against the reference interpreter by ``tests/test_cpu_differential.py`` and ``tests/test_cpu_coverage.py``;
 everything else falls back to ``reference`` and the compile report says so. Control flow (``while``, ``if``,
 ``case``) becomes SCF before code generation (``control_flow.py``); ``cbrt``, ``batch_norm_inference``,
-``batch_norm_training`` and ``optimization_barrier`` are expanded (``expand.py``). ``sort`` and ``scatter``
-with a recognized comparator or update computation go to ``cpu_host`` (``hostops.py``), which joins the
-target and runs them with NumPy.
+``batch_norm_training`` and ``optimization_barrier`` are expanded (``expand.py``). ``sort``, ``scatter`` and
+``select_and_scatter`` with recognized regions (comparator, update computation) go to ``cpu_host``
+(``hostops.py``), which joins the target and runs them with NumPy.
 """
 
 from __future__ import annotations

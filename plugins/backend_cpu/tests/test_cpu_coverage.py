@@ -695,27 +695,73 @@ def test_scatter_computations_not_recognized_fall_back():
     np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x, idx, u), want, rtol=1e-5, atol=1e-5)
 
 
-def test_select_and_scatter_stays_on_reference():
-    """Max-pool backward. The Linalg lowering in this build handles only non-overlapping windows and, on ties,
-    picks the last maximum where StableHLO's GE selection picks the first: the cpu target leaves the op to the
-    reference backend."""
-    text = """func.func @main(%x: tensor<4x4xf32>, %s: tensor<2x2xf32>) -> tensor<4x4xf32> {
-  %i = stablehlo.constant dense<0.0> : tensor<f32>
-  %r = "stablehlo.select_and_scatter"(%x, %s, %i) ({
-    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
-      %c = stablehlo.compare GE, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>
+def select_and_scatter_program(shape, src_shape, dtype, window, strides, padding, select="GE", combiner="add",
+                               init="0"):
+    t, st, sc = ty(shape, dtype), ty(src_shape, dtype), ty((), dtype)
+    init = init + ".0" if dtype.startswith(("f", "bf")) else init
+    pad = ", ".join(f"[{lo}, {hi}]" for lo, hi in padding)
+    return f"""func.func @main(%x: {t}, %s: {st}) -> {t} {{
+  %i = stablehlo.constant dense<{init}> : {sc}
+  %r = "stablehlo.select_and_scatter"(%x, %s, %i) ({{
+    ^bb0(%a: {sc}, %b: {sc}):
+      %c = stablehlo.compare {select}, %a, %b : ({sc}, {sc}) -> tensor<i1>
       stablehlo.return %c : tensor<i1>
-  }, {
-    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
-      %c = stablehlo.add %a, %b : tensor<f32>
-      stablehlo.return %c : tensor<f32>
-  }) {window_dimensions = array<i64: 2, 2>, window_strides = array<i64: 2, 2>} : (tensor<4x4xf32>, tensor<2x2xf32>, tensor<f32>) -> tensor<4x4xf32>
-  return %r : tensor<4x4xf32>
-}"""
+  }}, {{
+    ^bb0(%a: {sc}, %b: {sc}):
+      %c = stablehlo.{combiner} %a, %b : {sc}
+      stablehlo.return %c : {sc}
+  }}) {{window_dimensions = array<i64: {", ".join(map(str, window))}>, window_strides = array<i64: {", ".join(map(str, strides))}>, padding = dense<[{pad}]> : tensor<{len(shape)}x2xi64>}} : ({t}, {st}, {sc}) -> {t}
+  return %r : {t}
+}}"""
+
+
+POOLS = [  # shape, source shape, window, strides, padding
+    ((4, 4), (2, 2), (2, 2), (2, 2), ((0, 0), (0, 0))),          # non-overlapping
+    ((5, 5), (2, 2), (3, 3), (2, 2), ((0, 0), (0, 0))),          # overlapping: one element chosen by several windows
+    ((4, 4), (2, 2), (3, 3), (2, 2), ((1, 1), (1, 1))),          # padded: padding is never chosen
+    ((1, 2, 6, 6), (1, 2, 3, 3), (1, 1, 3, 3), (1, 1, 2, 2), ((0, 0), (0, 0), (1, 0), (1, 0))),  # NCHW max pool
+    ((7,), (2,), (2,), (3,), ((0, 0),)),                         # stride > window: gaps never chosen
+]
+
+
+@pytest.mark.parametrize("shape,src,window,strides,padding", POOLS)
+@pytest.mark.parametrize("select", ["GE", "GT", "LE"])
+def test_select_and_scatter_with_ties(shape, src, window, strides, padding, select):
+    """Max-pool backward. Many ties (values rounded to a few levels): GE keeps the first maximum of a window,
+    GT moves to the last one; the interpreter is the oracle."""
+    text = select_and_scatter_program(shape, src, "f32", window, strides, padding, select)
+    x = np.round(random(shape, "f32") / 3).astype(np.float32)
+    check(text, [x, random(src, "f32")], ["stablehlo.select_and_scatter"])
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "f64", "i8", "i32", "i64"])
+@pytest.mark.parametrize("combiner", ["add", "maximum", "multiply"])
+def test_select_and_scatter_dtypes_and_combiners(dtype, combiner):
+    shape, src, window, strides, padding = POOLS[1]
+    text = select_and_scatter_program(shape, src, dtype, window, strides, padding, "GE", combiner,
+                                      init="1" if combiner == "multiply" else "0")
+    check(text, [random(shape, dtype), random(src, dtype)], ["stablehlo.select_and_scatter"])
+
+
+def test_select_and_scatter_nan_in_windows():
+    """A NaN breaks GE's chain (NaN >= v and v >= NaN are both false): the walk moves on, as the interpreter's."""
+    shape, src, window, strides, padding = POOLS[1]
+    text = select_and_scatter_program(shape, src, "f32", window, strides, padding, "GE")
+    x = random(shape, "f32")
+    x[0, 1] = x[2, 2] = x[4, 0] = np.nan
+    check(text, [x, random(src, "f32")], ["stablehlo.select_and_scatter"])
+
+
+def test_select_and_scatter_unrecognized_regions_fall_back():
+    """A select region that is not a single compare of its arguments: reference (the report says so)."""
+    shape, src, window, strides, padding = POOLS[0]
+    text = select_and_scatter_program(shape, src, "f32", window, strides, padding, "GE").replace(
+        "%c = stablehlo.compare GE, %a, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>",
+        "%n = stablehlo.abs %a : tensor<f32>\n      %c = stablehlo.compare GE, %n, %b : (tensor<f32>, tensor<f32>) -> tensor<i1>")
     art = byteir_core.compile(text, target="cpu")
     assert art.report["ops_per_backend"] == {"reference": {"stablehlo.select_and_scatter": 1}}
-    x = np.ones((4, 4), np.float32)  # every window a tie: the first element of each window is selected
-    src = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+    x = np.ones((4, 4), np.float32)  # every window a tie: |first| >= next keeps the first element
+    source = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
     want = np.zeros((4, 4), np.float32)
-    want[::2, ::2] = src
-    np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x, src), want)
+    want[::2, ::2] = source
+    np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x, source), want)
