@@ -35,6 +35,10 @@ from torch.fx import GraphModule, Node
 from . import custom_ops
 from .exporting import FxGraph, decomposition_table
 
+#: One entry per graph byteir compiled (or took from the cache) in this process: kind, cached, the compile
+#: report (ops per backend, notes). For tests and for users asking "what ran where".
+compile_log: list[dict] = []
+
 OPTION_NAMES = {"target", "strict", "fallback", "dump_dir", "cache", "verbose"}
 
 
@@ -164,10 +168,10 @@ class CompiledGraph:
         self._by_signature: dict = {}
         self.static = _is_static(gm)
         self.fallback_ops: list[tuple[str, str]] = []
-
-    # AOTAutograd's boxed convention: one list argument, which the callee clears to free inputs early. Some
-    # call sites (the backward, behind Dynamo's disable wrapper) still call positionally: take both.
-    _boxed_call = True
+        # AOTAutograd's boxed convention: one list argument, which the callee clears to free inputs early. An
+        # instance attribute, so that Dynamo's disable() wrapper (functools.wraps copies __dict__) keeps it;
+        # positional calls are still accepted.
+        self._boxed_call = True
 
     def __call__(self, *args):
         if len(args) == 1 and isinstance(args[0], list):
@@ -184,25 +188,45 @@ class CompiledGraph:
                     self._by_signature[sig] = fn
         return fn(*args)
 
-    def _graph_for(self, args) -> GraphModule:
-        if self.static:
-            return self.gm
-        # Specialize on the shapes of this call: retrace the graph with concrete inputs.
-        from torch.fx.experimental.proxy_tensor import make_fx
-
-        return make_fx(self.gm, tracing_mode="real")(*args)
-
     def _build(self, args):
-        gm = self._graph_for(args)
+        if self.static:
+            gm, select = self.gm, None
+        else:
+            gm, select = _specialize(self.gm, args)
+        call_args = args if select is None else [args[i] for i in select]
         try:
-            return _compile_whole(gm, args, self.opts, self.kind)
+            fn = _compile_whole(gm, call_args, self.opts, self.kind)
         except _Unsupported as u:
             ops = u.ops
             if self.opts.strict:
                 raise ByteirCompileError(_describe(ops, strict=True, kind=self.kind), ops) from None
             warnings.warn(_describe(ops, strict=False, kind=self.kind), ByteirFallbackWarning, stacklevel=2)
             self.fallback_ops = ops
-            return _compile_partitioned(gm, args, self.opts, self.kind, {name for name, _ in ops})
+            fn = _compile_partitioned(gm, call_args, self.opts, self.kind, u.names)
+        if select is None:
+            return fn
+        return lambda *a: fn(*[a[i] for i in select])
+
+
+def _specialize(gm: GraphModule, args) -> tuple[GraphModule, list[int]]:
+    """A dynamic-shape graph retraced for this call's concrete shapes; SymInt inputs become constants and are
+    dropped. Returns (static graph, indices of the call arguments it takes)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    static = make_fx(gm, tracing_mode="real")(*args)
+    select = []
+    placeholders = [n for n in static.graph.nodes if n.op == "placeholder"]
+    for i, (node, a) in enumerate(zip(placeholders, args)):
+        if isinstance(a, torch.Tensor):
+            select.append(i)
+            continue
+        for user in list(node.users):  # the value is this call's: bake it in
+            user.args, user.kwargs = torch.fx.node.map_arg((user.args, user.kwargs),
+                                                           lambda n, node=node, a=a: a if n is node else n)
+        static.graph.erase_node(node)
+    static.graph.lint()
+    static.recompile()
+    return static, select
 
 
 def _describe(ops, strict: bool, kind: str) -> str:
@@ -264,6 +288,7 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     key = _graph_key(g, args, opts, kind)
     cache = CompileCache() if opts.cache else None
     art = cache.get(key) if cache else None
+    cached = art is not None
     if art is None:
         try:
             art = byteir_core.compile(FxGraph(g), list(args), target=opts.target, frontend="torch",
@@ -284,8 +309,9 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
                 cache.put(key, art, label=f"torch.compile {kind} graph ({len(list(g.graph.nodes))} nodes)")
             except OSError as err:  # a read-only cache dir must not break compiling
                 warnings.warn(f"byteir: cannot write the compile cache: {err}", stacklevel=2)
+    compile_log.append({"kind": kind, "cached": cached, "key": key, "report": art.report})
     if opts.verbose:
-        print(art.summary() if hasattr(art, "summary") else art.report)
+        print(f"byteir: {kind} graph ({'from cache' if cached else 'compiled'}): {art.report['ops_per_backend']}")
     session = byteir_core.load(art)
 
     def run(*call_args):

@@ -1,0 +1,168 @@
+"""torch.compile(model, backend="byteir"): inference, training, fallback, options, cache, shapes."""
+
+import copy
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from byteir_frontend_torch import dynamo
+
+import zoo
+
+
+def _new_compiles():
+    start = len(dynamo.compile_log)
+    return lambda: dynamo.compile_log[start:]
+
+
+def test_inference_matches_eager_and_runs_on_cpu_kernels():
+    torch.manual_seed(0)
+    model = zoo.MLP().eval()
+    x = torch.randn(4, 16)
+    log = _new_compiles()
+    compiled = torch.compile(model, backend="byteir")
+    with torch.no_grad():
+        got = compiled(x)
+        torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)
+    entries = log()
+    assert [e["kind"] for e in entries] == ["inference"]
+    ops = entries[0]["report"]["ops_per_backend"]
+    assert "reference" not in ops and ("cpu" in ops or "cpu_blas" in ops)
+
+
+def test_training_gradients_match_eager():
+    torch.manual_seed(0)
+    model = zoo.MLP()
+    ref = copy.deepcopy(model)
+    x, y = torch.randn(8, 16), torch.randn(8, 4)
+    log = _new_compiles()
+    compiled = torch.compile(model, backend="byteir")
+    loss = torch.nn.functional.mse_loss(compiled(x), y)
+    loss.backward()
+    ref_loss = torch.nn.functional.mse_loss(ref(x), y)
+    ref_loss.backward()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert {e["kind"] for e in log()} == {"forward", "backward"}
+
+
+class WithDigamma(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        h = torch.digamma(h + 1.0)  # torch-mlir cannot lower digamma
+        return self.b(h)
+
+
+def test_unsupported_op_runs_in_eager_with_one_warning_naming_it():
+    torch.manual_seed(0)
+    model = WithDigamma().eval()
+    x = torch.randn(3, 8)
+    log = _new_compiles()
+    compiled = torch.compile(model, backend="byteir")
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        got = compiled(x)
+    torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)
+    ours = [w for w in caught if issubclass(w.category, dynamo.ByteirFallbackWarning)]
+    assert len(ours) == 1, [str(w.message) for w in caught]
+    msg = str(ours[0].message)
+    assert "aten.digamma" in msg and "test_dynamo.py" in msg  # the op and its source line
+    assert log(), "the supported pieces around digamma were compiled by byteir"
+
+
+def test_strict_raises_with_the_same_list():
+    model = WithDigamma().eval()
+    compiled = torch.compile(model, backend="byteir", options={"strict": True})
+    with pytest.raises(Exception) as ei, torch.no_grad():
+        compiled(torch.randn(3, 8))
+    assert "aten.digamma" in str(ei.value) and "strict=True" in str(ei.value)
+
+
+def test_unknown_option_is_refused():
+    compiled = torch.compile(zoo.MLP(), backend="byteir", options={"targte": "cpu"})
+    with pytest.raises(Exception, match="unknown byteir option"):
+        compiled(torch.randn(2, 16))
+
+
+def test_new_shapes_compile_again_and_stay_correct():
+    torch.manual_seed(0)
+    model = zoo.MLP().eval()
+    compiled = torch.compile(model, backend="byteir")
+    log = _new_compiles()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", dynamo.ByteirFallbackWarning)  # specialized, not sent to eager
+        for batch in (2, 3, 5, 3):
+            x = torch.randn(batch, 16)
+            torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    # batch 2 static; then Dynamo makes the batch dynamic and byteir specializes per shape (3, 5; 3 reused)
+    assert len(log()) == 3
+
+
+def test_attention_forward_and_backward_go_through_flash_attn():
+    class Attn(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 48)
+
+        def forward(self, x):
+            q, k, v = self.proj(x).view(2, 6, 3, 2, 8).permute(2, 0, 3, 1, 4)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).sum(1)
+
+    torch.manual_seed(0)
+    model = Attn()
+    ref = copy.deepcopy(model)
+    x = torch.randn(2, 6, 16)
+    log = _new_compiles()
+    out = torch.compile(model, backend="byteir")(x)
+    out.square().sum().backward()
+    ref_out = ref(x)
+    ref_out.square().sum().backward()
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.proj.weight.grad, ref.proj.weight.grad, rtol=1e-4, atol=1e-5)
+    notes = " ".join(" ".join(e["report"].get("notes", [])) for e in log())
+    assert "byteir.flash_attn_fwd" in notes and "byteir.flash_attn_bwd" in notes
+
+
+def test_backend_is_found_through_the_entry_point_without_importing_us(tmp_path):
+    code = textwrap.dedent("""
+        import sys, torch
+        assert "byteir_frontend_torch" not in sys.modules
+        print("byteir" in torch._dynamo.list_backends())
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "True"
+
+
+def test_a_second_process_reuses_the_cached_artifact(tmp_path):
+    code = textwrap.dedent("""
+        import torch
+        from byteir_frontend_torch import dynamo
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh()).eval()
+        with torch.no_grad():
+            y = torch.compile(m, backend="byteir")(torch.ones(2, 8))
+        assert torch.allclose(y, m(torch.ones(2, 8)), atol=1e-5)
+        print([e["cached"] for e in dynamo.compile_log])
+    """)
+    env = {**os.environ, "BYTEIR_CACHE_DIR": str(tmp_path / "cache")}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.strip() == "[False]" and second.stdout.strip() == "[True]"
+    ls = subprocess.run([sys.executable, "-m", "byteir_core.cli", "cache", "ls"], capture_output=True, text=True,
+                        env=env)
+    assert "1 artifact(s)" in ls.stdout and "inference graph" in ls.stdout
+    clear = subprocess.run([sys.executable, "-m", "byteir_core.cli", "cache", "clear"], capture_output=True,
+                           text=True, env=env)
+    assert "removed 1" in clear.stdout
+    assert not list((tmp_path / "cache").glob("*.byre"))
