@@ -234,7 +234,7 @@ def run_scatter(plan: dict, operands: list, outputs: list) -> None:
         return
     flat, valid = scatter_result_indices(plan, x.shape, indices, updates.shape)
     vals = np.ascontiguousarray(updates).reshape(-1)[valid]
-    target = out.reshape(-1)  # the runtime's output buffers are contiguous: a view, written in place
+    target = _flat_view(out)
     if plan["combiner"] == "replace":
         # The last update of an index wins: keep each index's last occurrence.
         _, first_of_reversed = np.unique(flat[::-1], return_index=True)
@@ -242,8 +242,17 @@ def run_scatter(plan: dict, operands: list, outputs: list) -> None:
         target[flat[keep]] = vals[keep]
     else:
         _UFUNCS[plan["combiner"]].at(target, flat, vals)
-    if not np.shares_memory(target, out):
-        out.reshape(-1)[...] = target
+    _write_back(target, out)
+
+
+def _flat_view(out: np.ndarray) -> np.ndarray:
+    """``out`` flattened: a view of it when it is C-contiguous (the runtime's buffers are), else a copy."""
+    return out.reshape(-1) if out.flags.c_contiguous else out.flatten()
+
+
+def _write_back(flat: np.ndarray, out: np.ndarray) -> None:
+    if not np.shares_memory(flat, out):
+        np.copyto(out, flat.reshape(out.shape))
 
 
 # ---------------------------------------------------------------- select_and_scatter
@@ -334,8 +343,9 @@ def run_select_and_scatter(plan: dict, operands: list, outputs: list) -> None:
         value = np.where(take, cur, value)
         chosen = np.where(take, flat, chosen)
     has = chosen >= 0
-    target = out.reshape(-1)
+    target = _flat_view(out)
     _UFUNCS[plan["combiner"]].at(target, chosen[has], np.ascontiguousarray(src)[has])
+    _write_back(target, out)
 
 
 # ---------------------------------------------------------------- backend and provider

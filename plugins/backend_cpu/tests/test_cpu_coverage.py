@@ -765,3 +765,47 @@ def test_select_and_scatter_unrecognized_regions_fall_back():
     want = np.zeros((4, 4), np.float32)
     want[::2, ::2] = source
     np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x, source), want)
+
+
+@pytest.mark.parametrize("dtype,updates", [
+    ("i1", "dense<true>"), ("i1", "dense<[[true, false, true], [false, false, true]]>"),
+    ("f16", "dense<[[1.5, -2.0, 3.0], [0.25, 7.0, -1.0]]>"), ("bf16", "dense<2.5>"),
+    ("bf16", "dense<[[1.5, 0x7FC0, -3.0], [0x7F80, 8.0, 1.0]]>"), ("i64", "dense<-7>"),
+    ("i8", "dense<[[1, -2, 3], [4, 5, -128]]>"), ("f64", "dense<[[1.5, -2.0, 3.0], [0.25, 7.0, -1.0]]>"),
+])
+def test_host_kernels_carry_constant_operands(dtype, updates):
+    """Small constants (splat or not, every type incl. bf16 NaN/inf bit patterns) travel in the kernel blob."""
+    t, s = ty((4, 3), dtype), ty((), dtype)
+    text = f"""func.func @main(%x: {t}) -> {t} {{
+  %i = stablehlo.constant dense<[[1], [3]]> : tensor<2x1xi32>
+  %u = stablehlo.constant {updates} : {ty((2, 3), dtype)}
+  %r = "stablehlo.scatter"(%x, %i, %u) ({{
+    ^bb0(%a: {s}, %b: {s}):
+      stablehlo.return %b : {s}
+  }}) {{scatter_dimension_numbers = #stablehlo.scatter<{ROWS}>, indices_are_sorted = false, unique_indices = false}} : ({t}, tensor<2x1xi32>, {ty((2, 3), dtype)}) -> {t}
+  return %r : {t}
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert [k.kernel.format for k in art.module.kernels.values()] == ["npz-raw-operands"]
+    check(text, [np.zeros((4, 3), to_numpy(dtype))], ["stablehlo.scatter"])
+
+
+def test_host_kernels_write_non_contiguous_outputs():
+    """The runtime hands contiguous buffers, but a kernel must not lose its writes on a strided one."""
+    from byteir_backend_cpu.hostops import run_scatter, run_select_and_scatter
+
+    plan = {"combiner": "add", "update_window_dims": [1], "inserted_window_dims": [0], "input_batching_dims": [],
+            "scatter_indices_batching_dims": [], "scatter_dims_to_operand_dims": [0], "index_vector_dim": 1}
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    out = np.zeros((4, 6), np.float32)[:, ::2]
+    run_scatter(plan, [x, np.array([[1], [1]]), np.ones((2, 3), np.float32)], [out])
+    want = x.copy()
+    want[1] += 2
+    np.testing.assert_array_equal(out, want)
+    pool = {"select": "GE", "combiner": "add", "window": [2, 2], "strides": [2, 2], "padding_low": [0, 0]}
+    out = np.zeros((4, 8), np.float32)[:, ::2]
+    run_select_and_scatter(pool, [np.ones((4, 4), np.float32), np.full((2, 2), 5.0, np.float32),
+                                  np.array(1.0, np.float32)], [out])
+    want = np.ones((4, 4), np.float32)
+    want[::2, ::2] = 6.0
+    np.testing.assert_array_equal(out, want)
