@@ -284,7 +284,9 @@ def fold_constants(gm: GraphModule, constants: dict[Node, torch.Tensor]) -> int:
     for node, value in known.items():
         if node.op != "call_function" or not isinstance(value, torch.Tensor):
             continue
-        live_users = [u for u in node.users if u not in known or u.op == "output"]
+        # torch-mlir imports a list argument only when all its items are of one kind (all values or all
+        # literals): users holding the node inside a list keep reading the node.
+        live_users = [u for u in node.users if (u not in known or u.op == "output") and not _in_list(u, node)]
         if not live_users:
             continue
         literal = value.contiguous()
@@ -296,6 +298,17 @@ def fold_constants(gm: GraphModule, constants: dict[Node, torch.Tensor]) -> int:
         gm.graph.eliminate_dead_code()
         gm.recompile()
     return folded
+
+
+def _in_list(user: Node, node: Node) -> bool:
+    def walk(a, nested):
+        if isinstance(a, (list, tuple)):
+            return any(walk(x, True) for x in a)
+        if isinstance(a, dict):
+            return any(walk(x, nested) for x in a.values())
+        return nested and a is node
+
+    return any(walk(a, False) for a in (*user.args, *user.kwargs.values()))
 
 
 def _foldable(node: Node) -> bool:
