@@ -1,0 +1,136 @@
+"""byteir.* custom calls: decomposed into StableHLO when no backend claims them, checked against NumPy."""
+
+import byteir_core
+import numpy as np
+import pytest
+from byteir_core.errors import TargetError
+
+from programs import func
+
+
+def _t(shape, elem="f32"):
+    return f"tensor<{'x'.join([str(d) for d in shape] + [elem])}>"
+
+
+def fwd_program(qs, ks, vs, scale, causal, mask=None, elem="f32"):
+    args = [f"%q: {_t(qs, elem)}", f"%k: {_t(ks, elem)}", f"%v: {_t(vs, elem)}"]
+    operands = ["%q", "%k", "%v"]
+    types = [_t(qs, elem), _t(ks, elem), _t(vs, elem)]
+    present = ["true", "true", "true"]
+    if mask is not None:
+        args.append(f"%m: {_t(*mask)}")
+        operands.append("%m")
+        types.append(_t(*mask))
+        present.append("true")
+    out_t, lse_t = _t(qs[:3] + [vs[3]], elem), _t(qs[:3])
+    body = (f"  %o:2 = stablehlo.custom_call @byteir.flash_attn_fwd({', '.join(operands)}) {{byteir_attrs = "
+            f"{{scale = {scale} : f64, causal = {str(causal).lower()}, operand_present = [{', '.join(present)}]}}}} "
+            f": ({', '.join(types)}) -> ({out_t}, {lse_t})\n"
+            f"  return %o#0, %o#1 : {out_t}, {lse_t}")
+    return func(", ".join(args), f"{out_t}, {lse_t}", body)
+
+
+def attention_numpy(q, k, v, scale, causal, mask=None):
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(np.float64), k.astype(np.float64)) * scale
+    sq, sk = s.shape[-2:]
+    if causal:
+        keep = np.tril(np.ones((sq, sk), bool), sk - sq)
+        s = np.where(keep, s, -np.inf)
+    if mask is not None:
+        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask
+    m = s.max(-1, keepdims=True)
+    e = np.exp(s - m)
+    lse = np.log(e.sum(-1)) + m[..., 0]
+    return np.einsum("bhqk,bhkd->bhqd", e / e.sum(-1, keepdims=True), v.astype(np.float64)), lse
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu"])
+@pytest.mark.parametrize("causal,mask_kind", [(False, None), (True, None), (False, "bool"), (False, "float")])
+def test_flash_attn_fwd_decomposition_matches_numpy(target, causal, mask_kind):
+    rng = np.random.default_rng(0)
+    qs, ks, vs = [1, 2, 4, 8], [1, 2, 6, 8], [1, 2, 6, 5]
+    if causal:
+        ks, vs = [1, 2, 4, 8], [1, 2, 4, 5]
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in (qs, ks, vs))
+    mask, mask_t = None, None
+    if mask_kind == "bool":
+        mask = rng.random((1, 1, qs[2], ks[2])) > 0.3
+        mask[..., 0] = True
+        mask_t = ([1, 1, qs[2], ks[2]], "i1")
+    elif mask_kind == "float":
+        mask = rng.standard_normal((qs[2], ks[2])).astype(np.float32)
+        mask_t = ([qs[2], ks[2]], "f32")
+    art = byteir_core.compile(fwd_program(qs, ks, vs, 0.35, causal, mask_t), target=target)
+    assert any("byteir.flash_attn_fwd x1" in n for n in art.report["notes"])
+    args = [q, k, v] + ([mask] if mask is not None else [])
+    out, lse = byteir_core.load(art)(*args)
+    want_out, want_lse = attention_numpy(q, k, v, 0.35, causal, mask)
+    np.testing.assert_allclose(out, want_out, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lse, want_lse, rtol=1e-4, atol=1e-5)
+
+
+def test_flash_attn_bwd_decomposition_matches_numpy_gradients():
+    rng = np.random.default_rng(1)
+    shape = [1, 2, 5, 4]
+    q, k, v, dout = (rng.standard_normal(shape) for _ in range(4))
+    scale = 0.5
+    out, lse = attention_numpy(q, k, v, scale, True)
+    t = _t(shape, "f64")
+    lse_t = _t(shape[:3])
+    body = (f"  %g:3 = stablehlo.custom_call @byteir.flash_attn_bwd(%do, %q, %k, %v, %o, %l) {{byteir_attrs = "
+            f"{{scale = {scale} : f64, causal = true, operand_present = [true, true, true, true, false, true, true]}}}}"
+            f" : ({t}, {t}, {t}, {t}, {t}, {lse_t}) -> ({t}, {t}, {t})\n  return %g#0, %g#1, %g#2 : {t}, {t}, {t}")
+    prog = func(f"%do: {t}, %q: {t}, %k: {t}, %v: {t}, %o: {t}, %l: {lse_t}", f"{t}, {t}, {t}", body)
+    dq, dk, dv = byteir_core.load(byteir_core.compile(prog, target="cpu"))(dout, q, k, v, out,
+                                                                        lse.astype(np.float32))
+
+    # NumPy gradients of sum(out * dout), by the softmax rule
+    s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    s = np.where(np.tril(np.ones((5, 5), bool)), s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    want_dv = np.einsum("bhqk,bhqd->bhkd", p, dout)
+    dp = np.einsum("bhqd,bhkd->bhqk", dout, v)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) * scale
+    np.testing.assert_allclose(dv, want_dv, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dq, np.einsum("bhqk,bhkd->bhqd", ds, k), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dk, np.einsum("bhqk,bhqd->bhkd", ds, q), rtol=1e-4, atol=1e-5)
+
+
+def test_a_backend_that_claims_the_custom_call_keeps_it(tmp_path):
+    from plugin_factory import install_plugin, run_python
+
+    code = '''
+from byteir_core import hookimpl
+from byteir_core.interfaces import Backend, CompiledCluster, Kernel, Provider
+BYTEIR_PLUGIN_API = "1.0"
+class Fused(Backend):
+    name = "fused"
+    fallback = ("cpu",)
+    def claims(self, op):
+        if op.name == "stablehlo.custom_call" and "byteir.flash_attn_fwd" in str(op.attributes["call_target_name"]):
+            return 100
+        return None
+    def compile(self, cluster):
+        return CompiledCluster("fused.attn", None)
+@hookimpl
+def byteir_register_backends(register):
+    register(Fused())
+'''
+    install_plugin(tmp_path, "fused_plugin", code, "fused")
+    prog = fwd_program([1, 1, 2, 4], [1, 1, 2, 4], [1, 1, 2, 4], 0.5, False)
+    r = run_python(tmp_path, f'''
+import byteir_core
+art = byteir_core.compile({prog!r}, target="fused")
+print(sorted(art.report["ops_per_backend"]))
+print(any("decomposed" in n for n in art.report["notes"]))
+''')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["['fused']", "False"]
+
+
+def test_an_unknown_byteir_custom_call_is_a_clear_error():
+    body = ("  %o = stablehlo.custom_call @byteir.mystery(%x) : (tensor<4xf32>) -> tensor<4xf32>\n"
+            "  return %o : tensor<4xf32>")
+    with pytest.raises(TargetError, match="byteir.mystery.*no decomposition"):
+        byteir_core.compile(func("%x: tensor<4xf32>", "tensor<4xf32>", body), target="cpu")
