@@ -19,7 +19,7 @@ from byteir_core.mlir import ir
 
 from .blas import CpuGemmBackend, CpuGemmProvider
 from .codegen import ENTRY, compile_to_shared_object
-from .hostops import CpuHostOpsBackend, CpuHostOpsProvider
+from .hostops import CpuHostOpsBackend, CpuHostOpsProvider, scatter_plan
 from .prepare import prepare_cluster
 from .provider import CALLEE, FORMAT, CpuProvider
 
@@ -39,7 +39,9 @@ CONTROL_FLOW = ("stablehlo.while", "stablehlo.if", "stablehlo.case")
 # Only in control-flow regions: constants and the terminator.
 REGION_ONLY = ("stablehlo.constant", "stablehlo.return")
 
-CLAIMED = frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL) | frozenset(CONTROL_FLOW)
+# scatter: also claimed by cpu_host (NumPy, priority 20), so generated code gets it only inside control flow.
+CLAIMED = (frozenset(f"stablehlo.{n}" for n in ELEMENTWISE + STRUCTURAL) | frozenset(CONTROL_FLOW)
+           | {"stablehlo.scatter"})
 TYPES = frozenset({"f32", "f64", "f16", "bf16", "i1", "i8", "i16", "i32", "i64"})
 
 
@@ -78,6 +80,8 @@ class CpuBackend(Backend):
             return None
         if op.name in CONTROL_FLOW:
             return 10 if self._regions_ok(op) else None
+        if op.name == "stablehlo.scatter":  # a loop in generated code (scatter_loops.py); cpu_host outbids it
+            return 10 if scatter_plan(op) is not None else None
         if op.name.startswith("stablehlo.batch_norm_") and not _is_float(op.results[0].type):
             return None
         if op.name == "stablehlo.bitcast_convert" and "i1" in {str(v.type.element_type) for v in

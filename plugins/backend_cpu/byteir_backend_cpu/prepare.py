@@ -1,8 +1,8 @@
 """Rewrites the cpu backend applies to its copy of a cluster before code generation (``codegen.py``).
 
 Each rewrite turns an op that ``stablehlo-legalize-to-linalg`` (or LLVM) in this build cannot lower into ops it
-can: control flow into SCF (``control_flow.py``), ``cbrt`` into ``power`` plus a Newton step, batch norm
-into elementwise math. The cluster the driver handed over is never modified.
+can: control flow into SCF (``control_flow.py``), scatter into an SCF loop (``scatter_loops.py``), ``cbrt``
+into ``power`` plus a Newton step, batch norm into elementwise math (``expand.py``). The cluster the driver handed over is never modified.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from byteir_core.mlir import clone_module, ir
 
 from .control_flow import CONTROL_FLOW, control_flow_to_scf
 from .expand import EXPANDED, expand_ops
+from .scatter_loops import scatters_to_loops
 
-NEEDS_REWRITE = frozenset(CONTROL_FLOW) | frozenset(EXPANDED)
+NEEDS_REWRITE = frozenset(CONTROL_FLOW) | frozenset(EXPANDED) | {"stablehlo.scatter"}
 
 
 def _walk_names(op, out: set) -> None:
@@ -36,6 +37,8 @@ def prepare_cluster(cluster: Cluster) -> Cluster:
     with module.context, ir.Location.unknown():
         if names & set(EXPANDED):
             expand_ops(module)
+        if "stablehlo.scatter" in names:
+            scatters_to_loops(module)
         if names & set(CONTROL_FLOW):
             control_flow_to_scf(module)
     if not module.operation.verify():

@@ -809,3 +809,86 @@ def test_host_kernels_write_non_contiguous_outputs():
     want = np.ones((4, 4), np.float32)
     want[::2, ::2] = 6.0
     np.testing.assert_array_equal(out, want)
+
+
+# ---------------------------------------------------------------- scatter inside control flow (generated code)
+
+
+def in_if(text):
+    """The scatter program's body moved into the then-branch of an if on a new first argument %p (the else
+    branch returns the input): a scatter inside control flow, which generated code runs as a loop."""
+    head, rest = text.split(") -> ", 1)
+    t = rest.split(" {", 1)[0]
+    body = rest.split(" {\n", 1)[1].rsplit("  return %r", 1)[0]
+    return (head.replace("func.func @main(", "func.func @main(%p: tensor<i1>, ") + f") -> {t} {{\n"
+            f"  %o = \"stablehlo.if\"(%p) ({{\n{body}  stablehlo.return %r : {t}\n  }}, {{\n"
+            f"  stablehlo.return %x : {t}\n  }}) : (tensor<i1>) -> {t}\n  return %o : {t}\n}}")
+
+
+SCATTER_CASES = {  # name: (input, indices, updates shapes, dims, index values)
+    "rows": ((6, 4), (7, 1), (7, 4), ROWS, np.array([[3], [0], [3], [5], [3], [0], [9]])),
+    "points": ((4, 6), (3, 2), (3,), "update_window_dims = [], inserted_window_dims = [0, 1], "
+              "scatter_dims_to_operand_dims = [0, 1], index_vector_dim = 1", np.array([[1, 5], [1, 5], [3, -1]])),
+    "ivd_first": ((3, 6, 4), (1, 5), (2, 5, 3), "update_window_dims = [0, 2], inserted_window_dims = [1], "
+                  "scatter_dims_to_operand_dims = [1], index_vector_dim = 0", np.array([[2, 0, 7, -1, 4]])),
+    "windows": ((5, 3), (4,), (4, 2, 3), "update_window_dims = [1, 2], inserted_window_dims = [], "
+                "scatter_dims_to_operand_dims = [0], index_vector_dim = 1", np.array([0, 3, 4, 1])),
+    "batching": ((2, 5, 4), (2, 3, 1), (2, 3, 4), "update_window_dims = [2], inserted_window_dims = [1], "
+                 "input_batching_dims = [0], scatter_indices_batching_dims = [0], scatter_dims_to_operand_dims = [1], "
+                 "index_vector_dim = 2", np.array([[[4], [0], [4]], [[1], [1], [3]]])),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCATTER_CASES))
+@pytest.mark.parametrize("combiner", ["add", "replace", "maximum"])
+def test_scatter_inside_control_flow_dimension_numbers(case, combiner):
+    shape, ishape, ushape, dims, idx = SCATTER_CASES[case]
+    text = in_if(scatter_program(shape, ishape, ushape, "f32", "i32", dims, combiner))
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.if": 1}}
+    for p in (True, False):
+        check(text, [np.array(p), random(shape, "f32"), idx.astype(np.int32), random(ushape, "f32")], ["stablehlo.if"])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "f64", "i1", "i8", "i32", "i64"])
+@pytest.mark.parametrize("combiner", ["add", "multiply", "minimum", "replace"])
+def test_scatter_inside_control_flow_dtypes(dtype, combiner):
+    shape, ishape, ushape, dims, idx = SCATTER_CASES["rows"]
+    text = in_if(scatter_program(shape, ishape, ushape, dtype, "i64", dims, combiner))
+    u = random(ushape, dtype)
+    if combiner == "multiply" and dtype not in ("i1",) and not dtype.startswith(("f", "bf")):
+        u = (u % 3).astype(u.dtype)
+    check(text, [np.array(True), random(shape, dtype), idx.astype(np.int64), u], ["stablehlo.if"])
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16", "i32"])
+def test_while_loop_writing_one_row_per_iteration(dtype):
+    """A fori_loop with x.at[i % 5].add(rows[i % 5]): scatter in a while body, 7 trips (rows revisited)."""
+    t, r, s = ty((5, 3), dtype), ty((1, 3), dtype), ty((), dtype)
+    text = f"""func.func @main(%x: {t}, %rows: {t}) -> {t} {{
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %r:2 = stablehlo.while(%i = %c0, %acc = %x) : tensor<i32>, {t}
+  cond {{
+    %n = stablehlo.constant dense<7> : tensor<i32>
+    %c = stablehlo.compare LT, %i, %n : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %c : tensor<i1>
+  }} do {{
+    %z = stablehlo.constant dense<0> : tensor<i32>
+    %five = stablehlo.constant dense<5> : tensor<i32>
+    %row = stablehlo.remainder %i, %five : tensor<i32>
+    %u = stablehlo.dynamic_slice %rows, %row, %z, sizes = [1, 3] : ({t}, tensor<i32>, tensor<i32>) -> {r}
+    %idx = stablehlo.reshape %row : (tensor<i32>) -> tensor<1x1xi32>
+    %s = "stablehlo.scatter"(%acc, %idx, %u) ({{
+      ^bb0(%a: {s}, %b: {s}):
+        %c = stablehlo.add %a, %b : {s}
+        stablehlo.return %c : {s}
+    }}) {{scatter_dimension_numbers = #stablehlo.scatter<{ROWS}>, indices_are_sorted = false, unique_indices = false}} : ({t}, tensor<1x1xi32>, {r}) -> {t}
+    %one = stablehlo.constant dense<1> : tensor<i32>
+    %i2 = stablehlo.add %i, %one : tensor<i32>
+    stablehlo.return %i2, %s : tensor<i32>, {t}
+  }}
+  return %r#1 : {t}
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.while": 1}}
+    check(text, [random((5, 3), dtype), random((5, 3), dtype)], ["stablehlo.while"])
