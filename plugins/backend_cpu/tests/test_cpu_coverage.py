@@ -208,6 +208,29 @@ def test_while_fibonacci_swaps_carried_values(dtype, trips):
     check(counted_loop(dtype, trips), [x, y], ["stablehlo.while"])
 
 
+def test_while_carrying_booleans_and_yielding_a_captured_value():
+    """i1 carried values (xor/and per trip), and a body that yields an outer value instead of its argument."""
+    text = """func.func @main(%m: tensor<6xi1>, %k: tensor<6xi1>, %w: tensor<3xf32>) -> (tensor<6xi1>, tensor<6xi1>, tensor<3xf32>) {
+  %c0 = stablehlo.constant dense<0> : tensor<i8>
+  %z = stablehlo.constant dense<0.0> : tensor<3xf32>
+  %r:4 = stablehlo.while(%i = %c0, %a = %m, %b = %k, %v = %z) : tensor<i8>, tensor<6xi1>, tensor<6xi1>, tensor<3xf32>
+  cond {
+    %n = stablehlo.constant dense<3> : tensor<i8>
+    %c = stablehlo.compare LT, %i, %n : (tensor<i8>, tensor<i8>) -> tensor<i1>
+    stablehlo.return %c : tensor<i1>
+  } do {
+    %one = stablehlo.constant dense<1> : tensor<i8>
+    %i2 = stablehlo.add %i, %one : tensor<i8>
+    %x = stablehlo.xor %a, %b : tensor<6xi1>
+    %y = stablehlo.and %a, %b : tensor<6xi1>
+    %ny = stablehlo.not %y : tensor<6xi1>
+    stablehlo.return %i2, %x, %ny, %w : tensor<i8>, tensor<6xi1>, tensor<6xi1>, tensor<3xf32>
+  }
+  return %r#1, %r#2, %r#3 : tensor<6xi1>, tensor<6xi1>, tensor<3xf32>
+}"""
+    check(text, [random((6,), "i1"), random((6,), "i1"), random((3,), "f32")], ["stablehlo.while"])
+
+
 def test_while_data_dependent_trip_count_and_captured_values():
     """Halve until the norm is below a threshold the body never sees as an argument (implicit capture)."""
     text = """func.func @main(%x: tensor<8xf32>, %limit: tensor<f32>) -> (tensor<8xf32>, tensor<i32>) {
@@ -258,6 +281,42 @@ def test_while_rnn_step_with_dot_and_dynamic_slice():
 }"""
     check(text, [random((5, 4), "f32"), random((4, 4), "f32") * 0.5, random((1, 4), "f32")], ["stablehlo.while"],
           accumulate=True)
+
+
+def test_while_body_with_convolution_pooling_cbrt_and_a_gather_after():
+    """Structural ops inside a loop body (convolution, reduce_window, broadcast, cbrt) and a gather of the result."""
+    text = """func.func @main(%x: tensor<1x2x6x6xf32>, %w: tensor<2x2x3x3xf32>, %ids: tensor<3xi32>) -> (tensor<1x2x6x6xf32>, tensor<3x6xf32>, tensor<i32>) {
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %r:2 = stablehlo.while(%i = %c0, %v = %x) : tensor<i32>, tensor<1x2x6x6xf32>
+  cond {
+    %n = stablehlo.constant dense<2> : tensor<i32>
+    %c = stablehlo.compare LT, %i, %n : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %c : tensor<i1>
+  } do {
+    %conv = stablehlo.convolution(%v, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {stride = [1, 1], pad = [[1, 1], [1, 1]]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<1x2x6x6xf32>, tensor<2x2x3x3xf32>) -> tensor<1x2x6x6xf32>
+    %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+    %pool = "stablehlo.reduce_window"(%conv, %ninf) <{padding = dense<[[0, 0], [0, 0], [1, 1], [1, 1]]> : tensor<4x2xi64>, window_dimensions = array<i64: 1, 1, 3, 3>, window_strides = array<i64: 1, 1, 1, 1>}> ({
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %m = stablehlo.maximum %a, %b : tensor<f32>
+      stablehlo.return %m : tensor<f32>
+    }) : (tensor<1x2x6x6xf32>, tensor<f32>) -> tensor<1x2x6x6xf32>
+    %s = stablehlo.constant dense<[1.0, 0.5]> : tensor<2xf32>
+    %o = stablehlo.constant dense<[0.0, 0.1]> : tensor<2xf32>
+    %mu = stablehlo.constant dense<[0.2, -0.1]> : tensor<2xf32>
+    %var = stablehlo.constant dense<[1.5, 2.0]> : tensor<2xf32>
+    %sb = stablehlo.broadcast_in_dim %s, dims = [1] : (tensor<2xf32>) -> tensor<1x2x6x6xf32>
+    %bn = stablehlo.multiply %pool, %sb : tensor<1x2x6x6xf32>
+    %cb = stablehlo.cbrt %bn : tensor<1x2x6x6xf32>
+    %one = stablehlo.constant dense<1> : tensor<i32>
+    %i2 = stablehlo.add %i, %one : tensor<i32>
+    stablehlo.return %i2, %cb : tensor<i32>, tensor<1x2x6x6xf32>
+  }
+  %flat = stablehlo.reshape %r#1 : (tensor<1x2x6x6xf32>) -> tensor<12x6xf32>
+  %g = "stablehlo.gather"(%flat, %ids) <{dimension_numbers = #stablehlo.gather<offset_dims = [1], collapsed_slice_dims = [0], start_index_map = [0], index_vector_dim = 1>, indices_are_sorted = false, slice_sizes = array<i64: 1, 6>}> : (tensor<12x6xf32>, tensor<3xi32>) -> tensor<3x6xf32>
+  return %r#1, %g, %r#0 : tensor<1x2x6x6xf32>, tensor<3x6xf32>, tensor<i32>
+}"""
+    check(text, [random((1, 2, 6, 6), "f32"), random((2, 2, 3, 3), "f32") * 0.3, np.array([0, 11, 5], np.int32)],
+          ["stablehlo.while", "stablehlo.gather"], accumulate=True)
 
 
 def test_while_result_feeds_and_is_fed_by_other_generated_ops():
@@ -383,6 +442,21 @@ def case_program(n_branches):
   %r = "stablehlo.case"(%i) ({", ".join(branches)}) : (tensor<i32>) -> tensor<4xf32>
   return %r : tensor<4xf32>
 }}"""
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "i1", "i8", "i32", "i64"])
+def test_case_branches_per_dtype(dtype):
+    t = ty((2, 3), dtype)
+    ops = ["and", "or", "xor"] if dtype == "i1" else ["add", "multiply", "subtract"]
+    branches = ", ".join(f"{{\n    %r{k} = stablehlo.{op} %x, %y : {t}\n    stablehlo.return %r{k} : {t}\n  }}"
+                         for k, op in enumerate(ops))
+    text = f"""func.func @main(%i: tensor<i32>, %x: {t}, %y: {t}) -> {t} {{
+  %r = "stablehlo.case"(%i) ({branches}) : (tensor<i32>) -> {t}
+  return %r : {t}
+}}"""
+    x, y = random((2, 3), dtype), random((2, 3), dtype)
+    for i in (0, 1, 2, 3, -7):
+        check(text, [np.array(i, np.int32), x, y], ["stablehlo.case"])
 
 
 @pytest.mark.parametrize("n", [1, 2, 4])
