@@ -23,6 +23,7 @@ demo: setup
 	$(VENV)/bin/byteir compile examples/mlp.mlir -o out/mlp_asic.byre --target asic_stub --verbose
 	$(VENV)/bin/byteir run out/mlp_asic.byre
 	$(VENV)/bin/byteir inspect out/mlp_asic.byre --summary-only
+	$(PY) examples/torch_cnn.py
 
 test: setup
 	$(PY) -m pytest -q

@@ -145,11 +145,9 @@ def _is_static(gm: GraphModule) -> bool:
 
 
 def _source_line(node: Node) -> str:
-    trace = node.meta.get("stack_trace") or ""
-    frames = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
-    if frames:
-        return frames[-1].replace("File ", "", 1)
-    return "unknown source line"
+    from .importer import source_line
+
+    return source_line(node)
 
 
 def _op_name(node: Node) -> str:
@@ -193,6 +191,21 @@ class CompiledGraph:
             gm, select = self.gm, None
         else:
             gm, select = _specialize(self.gm, args)
+        gm, mutations = _extract_input_mutations(gm)
+        fn = self._build_graph(gm, args, select)
+        if not mutations:
+            return fn
+
+        def run_and_write_back(*a):
+            out = list(fn(*a))
+            n = len(out) - len(mutations)
+            for (i, _), value in zip(mutations, out[n:]):
+                a[i if select is None else select[i]].copy_(value)  # what the graph's copy_ did: e.g. BatchNorm running statistics
+            return out[:n]
+
+        return run_and_write_back
+
+    def _build_graph(self, gm, args, select):
         call_args = args if select is None else [args[i] for i in select]
         try:
             fn = _compile_whole(gm, call_args, self.opts, self.kind)
@@ -206,6 +219,41 @@ class CompiledGraph:
         if select is None:
             return fn
         return lambda *a: fn(*[a[i] for i in select])
+
+
+def _extract_input_mutations(gm: GraphModule) -> tuple[GraphModule, list[tuple[int, int]]]:
+    """``copy_(input, value)`` epilogues (buffer updates AOTAutograd keeps in the graph, e.g. BatchNorm's running
+    statistics) become extra outputs written back by the caller: torch-mlir cannot lower in-place copies into
+    graph inputs. Returns the new graph and (input index, output index) pairs."""
+    aten = torch.ops.aten
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    index = {n: i for i, n in enumerate(placeholders)}
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    copies = []
+    for n in gm.graph.nodes:
+        if n.op == "call_function" and n.target is aten.copy_.default and n.args[0] in index and not n.users:
+            dst, src = n.args[0], n.args[1]
+            later_reads = [u for u in dst.users if u is not n and order[u] > order[n]]
+            same = isinstance(src, Node) and getattr(src.meta.get("val"), "dtype", None) == \
+                getattr(dst.meta.get("val"), "dtype", None)
+            if not later_reads and same:
+                copies.append(n)
+    if not copies:
+        return gm, []
+    gm = GraphModule(gm, gm.graph)
+    graph = torch.fx.Graph()
+    env: dict = {}
+    out_value = graph.graph_copy(gm.graph, env)
+    outs = list(out_value) if isinstance(out_value, (tuple, list)) else [out_value]
+    n_out = len(outs)
+    mutations = []
+    for c in copies:
+        new_copy = env[c]
+        mutations.append((index[c.args[0]], n_out + len(mutations)))
+        outs.append(new_copy.args[1])
+        graph.erase_node(new_copy)
+    graph.output(tuple(outs))
+    return GraphModule(gm, graph), mutations
 
 
 def _specialize(gm: GraphModule, args) -> tuple[GraphModule, list[int]]:
@@ -294,10 +342,13 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
             art = byteir_core.compile(FxGraph(g), list(args), target=opts.target, frontend="torch",
                                       dump_dir=opts.dump_dir)
         except TorchLoweringError as e:
-            ops = _nodes_for(g, set(e.ops)) or [(op, ", ".join(locs) or "unknown") for op, locs in e.ops.items()]
-            if not e.ops:
+            from .importer import probe_ops
+
+            names = set(e.ops) or set(probe_ops(g))  # the error may name no op: find it one op at a time
+            if not names:
                 raise _Unsupported([(f"graph ({_brief(e)})", "whole graph")], set()) from None
-            raise _Unsupported(ops, set(e.ops)) from None
+            ops = _nodes_for(g, names) or [(op, ", ".join(locs) or "unknown") for op, locs in e.ops.items()]
+            raise _Unsupported(ops, names) from None
         except UnsupportedOpError as e:
             raise _Unsupported([(u.name, ", ".join(u.locations[:3])) for u in e.ops], set()) from None
         except ByteirError as e:

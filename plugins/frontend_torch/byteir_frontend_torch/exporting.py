@@ -22,10 +22,37 @@ def decomposition_table() -> dict:
     rewrite (``byteir.flash_attn_fwd``) and the core decomposes what no backend claims."""
     from torch_mlir.fx import get_decomposition_table
 
+    from torch._decomp import decomposition_table as torch_table
+
     table = dict(get_decomposition_table())
     for op in (torch.ops.aten.scaled_dot_product_attention.default,):
         table.pop(op, None)
+    # Backward ops torch-mlir cannot lower to StableHLO, whose PyTorch decompositions it can (training CNNs).
+    for op in (torch.ops.aten.max_pool2d_with_indices_backward.default,):
+        if op in torch_table:
+            table.setdefault(op, torch_table[op])
+    table[torch.ops.aten.convolution_backward.default] = _grouped_convolution_backward
     return table
+
+
+def _grouped_convolution_backward(grad, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,
+                                  groups, mask):
+    """Grouped convolution_backward (torch-mlir lowers only groups=1) as one ungrouped call per group."""
+    if groups == 1 or transposed:
+        return NotImplemented
+    aten = torch.ops.aten
+    gx, gw, go = x.shape[1] // groups, w.shape[0] // groups, grad.shape[1] // groups
+    dxs, dws = [], []
+    for g in range(groups):
+        dx, dw, _ = aten.convolution_backward.default(
+            grad[:, g * go:(g + 1) * go], x[:, g * gx:(g + 1) * gx], w[g * gw:(g + 1) * gw], None, stride, padding,
+            dilation, False, output_padding, 1, [mask[0], mask[1], False])
+        dxs.append(dx)
+        dws.append(dw)
+    dx = torch.cat(dxs, 1) if mask[0] else None
+    dw = torch.cat(dws, 0) if mask[1] else None
+    db = grad.sum(dim=[0, *range(2, grad.dim())]) if mask[2] else None
+    return dx, dw, db
 
 
 def load_pt2(path) -> torch.export.ExportedProgram:
@@ -112,9 +139,21 @@ def to_stablehlo(model, example_inputs, options: dict, context):
                  "simplify-views": fx_passes.simplify_views(model.gm),
                  "fold-constants": fx_passes.fold_constants(model.gm, {})}
         return import_graph(model.gm, context)
+    from .importer import TorchLoweringError, probe_ops
+
     prog = export(model, example_inputs, options)
     prog, stats = prepare(prog, options)
-    return import_program(prog, context)
+    try:
+        return import_program(prog, context)
+    except TorchLoweringError as e:
+        if e.ops:
+            raise
+        found = probe_ops(prog.graph_module)  # the error named no op: find it one op at a time
+        if not found:
+            raise
+        listed = "; ".join(f"{op} at {', '.join(dict.fromkeys(lines))}" for op, lines in found.items())
+        raise TorchLoweringError(f"torch-mlir cannot lower these PyTorch ops to StableHLO: {listed}\n  {e}",
+                                 found) from None
 
 
 def _first_line(e: Exception) -> str:

@@ -226,3 +226,68 @@ def _rewrite_custom_ops(module: ir.Module) -> None:
                     back = ir.Operation.create("torch_c.from_builtin_tensor", results=[old.type], operands=[new])
                     old.replace_all_uses_with(back.result)
             op.erase()
+
+
+# ---- which op broke it -----------------------------------------------------------------------------------
+
+
+def probe_ops(gm: torch.fx.GraphModule) -> dict[str, list[str]]:
+    """Import each kind of op of ``gm`` on its own; {aten op: [source lines]} for those torch-mlir cannot lower.
+
+    Used when a whole graph fails with an error that names no op (torch-mlir sometimes only reports the
+    constants a failed conversion left behind)."""
+    import operator
+
+    from byteir_core.mlir import new_context
+
+    bad: dict[str, list[str]] = {}
+    verdict: dict[str, bool] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        name = node.target._schema.name.replace("::", ".")
+        key = str(node.target)
+        if key not in verdict:
+            verdict[key] = _imports_alone(node, new_context, operator)
+        if not verdict[key]:
+            bad.setdefault(name, []).append(source_line(node))
+    return bad
+
+
+def _imports_alone(node, new_context, operator) -> bool:
+    g = torch.fx.Graph()
+    env = {}
+    for inp in node.all_input_nodes:
+        if not isinstance(inp.meta.get("val"), torch.Tensor):
+            return True  # cannot be isolated: do not blame it
+        ph = g.placeholder(inp.name)
+        ph.meta = dict(inp.meta)
+        env[inp] = ph
+    new = g.node_copy(node, lambda n: env[n])
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        outs = []
+        for i, v in enumerate(val):
+            if isinstance(v, torch.Tensor):
+                item = g.call_function(operator.getitem, (new, i))
+                item.meta["val"] = v
+                outs.append(item)
+    elif isinstance(val, torch.Tensor):
+        outs = [new]
+    else:
+        return True
+    g.output(tuple(outs))
+    try:
+        import_graph(torch.fx.GraphModule(torch.nn.Module(), g), new_context())
+    except FrontendError:
+        return False
+    except Exception:  # noqa: BLE001 -- the importer itself choked on this op alone
+        return False
+    return True
+
+
+def source_line(node) -> str:
+    """The user's source line of an FX node (last frame of its stack trace)."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = [ln.strip() for ln in trace.splitlines() if ln.strip().startswith("File ")]
+    return frames[-1].replace("File ", "", 1) if frames else "unknown source line"

@@ -166,3 +166,38 @@ def test_a_second_process_reuses_the_cached_artifact(tmp_path):
                            text=True, env=env)
     assert "removed 1" in clear.stdout
     assert not list((tmp_path / "cache").glob("*.byre"))
+
+
+def test_cnn_with_batchnorm_trains_like_eager_including_running_statistics():
+    torch.manual_seed(0)
+    model = zoo.CNN()
+    ref = copy.deepcopy(model)
+    x = torch.randn(4, 3, 16, 16)
+    log = _new_compiles()
+    compiled = torch.compile(model, backend="byteir", options={"strict": True})
+    for m, run in ((model, compiled), (ref, ref)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(2):
+            loss = run(x).logsumexp(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        if a.dtype.is_floating_point:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        else:
+            assert torch.equal(a, b), name  # num_batches_tracked
+    assert {e["kind"] for e in log()} == {"forward", "backward"}
+
+
+def test_an_error_that_names_no_op_is_traced_to_the_op():
+    """torch-mlir reports only leftover constants for some ops; byteir finds the op by importing ops alone."""
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.cumprod(x, 1) + 1
+
+    model = M()
+    compiled = torch.compile(model, backend="byteir", options={"strict": True})
+    with pytest.raises(dynamo.ByteirCompileError) as ei, torch.no_grad():
+        compiled(torch.randn(3, 4))
+    assert "aten.cumprod" in str(ei.value) and "test_dynamo.py" in str(ei.value)
