@@ -48,7 +48,7 @@ print(json.dumps({{"ops": art.report["ops_per_backend"], "chain": art.report["fa
 
 def test_readme_python_example_runs(tmp_path):
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-                if "byteir_core.compile(" in b]
+                if "byteir_core.compile(\"examples/mlp.mlir\"" in b]
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     r = run_python(tmp_path, f"import os; os.chdir({str(tmp_path)!r})\n" + block +
                    "\nimport numpy as np\nassert np.allclose(out, y) and out.shape == (4, 8)\nprint('ok')")

@@ -157,3 +157,33 @@ def test_dynamic_dims_reach_stablehlo_and_cpu_names_the_dynamic_argument():
 def test_fx_passes_option_validated():
     with pytest.raises(FrontendError, match="unknown fx pass"):
         byteir_core.compile(zoo.MLP(), (torch.randn(2, 16),), options={"fx_passes": ["nope"]})
+
+
+def test_export_failure_carries_torch_exports_suggested_fix():
+    class Specializes(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(2, 8) * 2  # pins the "dynamic" batch to 2
+
+    with pytest.raises(FrontendError) as ei:
+        byteir_core.compile(Specializes(), (torch.randn(2, 8),),
+                            options={"dynamic_shapes": {"x": {0: Dim("batch")}}})
+    msg = str(ei.value)
+    assert "module Specializes" in msg and "suggested fix (from torch.export)" in msg and "batch = 2" in msg
+
+
+@pytest.mark.slow
+def test_readme_pytorch_example_runs(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("transformers")
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if 'backend="byteir"' in b]
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    with torch.no_grad():
+        expected = scope["model"].eval()(scope["ids"]).logits
+    torch.testing.assert_close(scope["logits"], expected, rtol=1e-4, atol=1e-4)
+    assert scope["loss"].item() > 0 and (tmp_path / "llama.byre").exists()
+    assert all(p.grad is not None for p in scope["model"].parameters() if p.requires_grad)
