@@ -1,9 +1,10 @@
-"""``sort``, ``scatter`` and ``select_and_scatter`` as host kernels: the ``cpu_host`` backend joins the ``cpu`` target (one op per
-cluster) and its provider runs each op with NumPy.
+"""``sort``, ``scatter`` and ``select_and_scatter`` as host kernels: the ``cpu_host`` backend joins the ``cpu``
+target (one op per cluster) and its provider runs each op with NumPy.
 
-``stablehlo-legalize-to-linalg`` in this build lowers neither op. Both carry a region (the comparator, the
-update computation) that could be anything; this backend claims an op only when it recognizes the region, and
-otherwise leaves it to the reference backend (the compile report says so):
+``stablehlo-legalize-to-linalg`` in this build lowers none of them correctly (select_and_scatter: see below).
+Each carries a region (comparator, update computation, selection) that could be anything; this backend claims
+an op only when it recognizes the region, and otherwise leaves it to the reference backend (the compile report
+says so). Scatters inside while/if/case regions run in generated code instead (``scatter_loops.py``).
 
 - ``sort``: a comparator that is one ``compare LT|GT`` of the two block arguments of one operand (either order),
   with comparison type FLOAT (or none), TOTALORDER, SIGNED (integers) or UNSIGNED (booleans). Every operand is
@@ -99,7 +100,9 @@ def sort_plan(op) -> dict | None:
     if body is None:
         return None
     args, ops, ret = body
-    if len(ops) != 1 or ops[0].name != "stablehlo.compare" or len(ret.operands) != 1 or ret.operands[0] != ops[0].results[0]:
+    if len(ops) != 1 or ops[0].name != "stablehlo.compare":
+        return None
+    if len(ret.operands) != 1 or ret.operands[0] != ops[0].results[0]:
         return None
     cmp = ops[0]
     a, b = (_arg_index(v, args) for v in cmp.operands)

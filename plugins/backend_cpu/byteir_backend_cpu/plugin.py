@@ -8,7 +8,8 @@ everything else falls back to ``reference`` and the compile report says so. Cont
 ``case``) becomes SCF before code generation (``control_flow.py``); ``cbrt``, ``batch_norm_inference``,
 ``batch_norm_training`` and ``optimization_barrier`` are expanded (``expand.py``). ``sort``, ``scatter`` and
 ``select_and_scatter`` with recognized regions (comparator, update computation) go to ``cpu_host``
-(``hostops.py``), which joins the target and runs them with NumPy.
+(``hostops.py``), which joins the target and runs them with NumPy; a scatter inside a while/if/case region
+becomes a loop in generated code (``scatter_loops.py``).
 """
 
 from __future__ import annotations

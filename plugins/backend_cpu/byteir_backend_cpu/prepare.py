@@ -2,7 +2,8 @@
 
 Each rewrite turns an op that ``stablehlo-legalize-to-linalg`` (or LLVM) in this build cannot lower into ops it
 can: control flow into SCF (``control_flow.py``), scatter into an SCF loop (``scatter_loops.py``), ``cbrt``
-into ``power`` plus a Newton step, batch norm into elementwise math (``expand.py``). The cluster the driver handed over is never modified.
+into ``power`` plus a Newton step, batch norm into elementwise math, optimization barriers dropped
+(``expand.py``). The cluster the driver handed over is never modified: the rewrites work on a copy.
 """
 
 from __future__ import annotations
