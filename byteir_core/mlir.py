@@ -24,6 +24,7 @@ __all__ = [
     "diagnostics_to_text",
     "module_to_bytecode",
     "clone_module",
+    "walk_ops",
 ]
 
 _passes_lock = threading.Lock()
@@ -98,6 +99,18 @@ def module_to_bytecode(module: ir.Module, version: int | None = None) -> bytes:
     else:
         module.operation.write_bytecode(buf, desired_version=version)
     return buf.getvalue()
+
+
+def walk_ops(root):
+    """Every operation nested in ``root`` (a module or an op), depth first, as ``ir.Operation``; collect
+    before mutating."""
+    root = getattr(root, "operation", root)
+    for region in root.regions:
+        for block in region.blocks:
+            for op in block.operations:
+                op = op.operation
+                yield op
+                yield from walk_ops(op)
 
 
 def clone_module(module: ir.Module) -> ir.Module:

@@ -15,7 +15,7 @@ Contracts (documented for backend authors in docs/writing-a-backend.md):
 
 from __future__ import annotations
 
-from ..mlir import ir, run_pipeline
+from ..mlir import ir, run_pipeline, walk_ops
 
 PREFIX = "byteir."
 
@@ -195,20 +195,13 @@ def _attrs(call) -> dict:
 
 
 def byteir_calls(module) -> list:
+    """(op, call target) of every ``byteir.*`` custom call in ``module``."""
     found = []
-
-    def walk(op):
-        for region in op.regions:
-            for block in region.blocks:
-                for inner in block.operations:
-                    inner = inner.operation
-                    if inner.name == "stablehlo.custom_call":
-                        name = ir.StringAttr(inner.attributes["call_target_name"]).value
-                        if name.startswith(PREFIX):
-                            found.append((inner, name))
-                    walk(inner)
-
-    walk(module.operation)
+    for op in walk_ops(module):
+        if op.name == "stablehlo.custom_call":
+            name = ir.StringAttr(op.attributes["call_target_name"]).value
+            if name.startswith(PREFIX):
+                found.append((op, name))
     return found
 
 

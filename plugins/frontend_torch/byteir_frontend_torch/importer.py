@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from byteir_core.errors import FrontendError
-from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, run_pipeline
+from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, run_pipeline, walk_ops
 
 TORCH_PIPELINE = ("func.func(torch-match-quantized-custom-ops),"
                   "torchdynamo-export-to-torch-backend-pipeline{ extra-library=}")
@@ -187,20 +187,11 @@ def _scalar(value) -> ir.Attribute:
 
 def _rewrite_custom_ops(module: ir.Module) -> None:
     found = []
-
-    def walk(op):
-        for region in op.regions:
-            for block in region.blocks:
-                for inner in block.operations:
-                    inner = inner.operation
-                    if inner.name == "torch.operator":
-                        target = ir.StringAttr(inner.attributes["name"]).value
-                        target = target.removeprefix("torch.").removesuffix(".default")
-                        if target in CUSTOM_OPS:
-                            found.append((inner, target))
-                    walk(inner)
-
-    walk(module.operation)
+    for op in walk_ops(module):
+        if op.name == "torch.operator":
+            target = ir.StringAttr(op.attributes["name"]).value.removeprefix("torch.").removesuffix(".default")
+            if target in CUSTOM_OPS:
+                found.append((op, target))
     with module.context:
         for op, target in found:
             spec = CUSTOM_OPS[target]
