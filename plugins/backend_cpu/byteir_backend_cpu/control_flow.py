@@ -89,11 +89,33 @@ def _rewrite_while(op) -> None:
         # iteration argument; writing each into its argument's buffer makes it so (copying where needed).
         from torch_mlir.dialects import bufferization
 
-        scf.YieldOp([bufferization.MaterializeInDestinationOp(v.type, v, arg).result
+        scf.YieldOp([v if _updates_in_place(v, arg) else bufferization.MaterializeInDestinationOp(v.type, v, arg).result
                      for v, arg in zip(operands, after.arguments)])
 
     _move_body(body_block, after, yield_in_place)
     _replace(op, w)
+
+
+def _updates_in_place(value, arg) -> bool:
+    """True (after rewiring) when ``value`` is a scatter loop (scatter_loops.py) over a copy of ``arg`` that
+    nothing else reads: the loop then updates ``arg``'s own buffer, which makes ``value`` equivalent to ``arg``
+    without a copy in and a copy back per iteration. (With the copy-back, one-shot bufferization cannot run such
+    a loop in place: "cannot avoid RaW conflict".)"""
+    loop = value.owner
+    if not isinstance(loop, (ir.Operation, ir.OpView)) or loop.operation.name != "scf.for":
+        return False
+    loop = loop.operation
+    j = ir.OpResult(value).result_number
+    init = loop.operands[3 + j]
+    alloc = init.owner
+    if not isinstance(alloc, (ir.Operation, ir.OpView)) or alloc.operation.name != "bufferization.alloc_tensor":
+        return False
+    alloc = alloc.operation
+    if list(alloc.operands) != [arg] or len(list(arg.uses)) != 1 or len(list(init.uses)) != 1:
+        return False
+    loop.operands[3 + j] = arg
+    alloc.erase()
+    return True
 
 
 def _rewrite_if(op) -> None:

@@ -966,3 +966,36 @@ def test_while_loop_writing_one_row_per_iteration(dtype):
     art = byteir_core.compile(text, target="cpu")
     assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.while": 1}}
     check(text, [random((5, 3), dtype), random((5, 3), dtype)], ["stablehlo.while"])
+
+
+def test_while_scatter_whose_input_is_read_again_in_the_body():
+    """The loop argument the scatter updates is also read after the scatter (a difference of old and new): the
+    scatter must work on a copy there, not update the argument in place."""
+    text = f"""func.func @main(%x: tensor<4x2xf32>, %u: tensor<1x2xf32>) -> (tensor<4x2xf32>, tensor<4x2xf32>) {{
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %d0 = stablehlo.constant dense<0.0> : tensor<4x2xf32>
+  %r:3 = stablehlo.while(%i = %c0, %acc = %x, %d = %d0) : tensor<i32>, tensor<4x2xf32>, tensor<4x2xf32>
+  cond {{
+    %n = stablehlo.constant dense<6> : tensor<i32>
+    %c = stablehlo.compare LT, %i, %n : (tensor<i32>, tensor<i32>) -> tensor<i1>
+    stablehlo.return %c : tensor<i1>
+  }} do {{
+    %four = stablehlo.constant dense<4> : tensor<i32>
+    %row = stablehlo.remainder %i, %four : tensor<i32>
+    %idx = stablehlo.reshape %row : (tensor<i32>) -> tensor<1x1xi32>
+    %s = "stablehlo.scatter"(%acc, %idx, %u) ({{
+      ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+        %m = stablehlo.multiply %a, %b : tensor<f32>
+        stablehlo.return %m : tensor<f32>
+    }}) {{scatter_dimension_numbers = #stablehlo.scatter<{ROWS}>, indices_are_sorted = false, unique_indices = false}} : (tensor<4x2xf32>, tensor<1x1xi32>, tensor<1x2xf32>) -> tensor<4x2xf32>
+    %diff = stablehlo.subtract %s, %acc : tensor<4x2xf32>
+    %d2 = stablehlo.add %d, %diff : tensor<4x2xf32>
+    %one = stablehlo.constant dense<1> : tensor<i32>
+    %i2 = stablehlo.add %i, %one : tensor<i32>
+    stablehlo.return %i2, %s, %d2 : tensor<i32>, tensor<4x2xf32>, tensor<4x2xf32>
+  }}
+  return %r#1, %r#2 : tensor<4x2xf32>, tensor<4x2xf32>
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert art.report["ops_per_backend"] == {"cpu": {"stablehlo.while": 1}}
+    check(text, [random((4, 2), "f32"), random((1, 2), "f32")], ["stablehlo.while"])
