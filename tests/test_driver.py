@@ -207,3 +207,28 @@ def test_power_by_a_constant_is_simplified(exponent, replacement):
     assert art.report["ops_per_backend"] == {"reference": {replacement: 1}}
     x = np.array([0.5, 1.0, 2.0, 3.0, 4.5, 9.0], np.float32)
     np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), x ** float(exponent), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["rhs-2d", "lhs-batched", "free-order-changes"])
+def test_transposes_fold_into_dot_general_when_the_result_is_unchanged(case):
+    if case == "rhs-2d":  # x @ w.T with w an argument (torch.compile graphs): no transpose left
+        args, ty, body = "%x: tensor<4x8xf32>, %w: tensor<6x8xf32>", "tensor<4x6xf32>", """
+  %t = stablehlo.transpose %w, dims = [1, 0] : (tensor<6x8xf32>) -> tensor<8x6xf32>
+  %y = stablehlo.dot_general %x, %t, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>"""
+        shapes, ref, folded = [(4, 8), (6, 8)], lambda x, w: x @ w.T, True
+    elif case == "lhs-batched":  # q.transpose(1, 2) @ k (batch dims move, free dims keep their order)
+        args, ty, body = "%q: tensor<2x5x3x4xf32>, %k: tensor<2x3x4x7xf32>", "tensor<2x3x5x7xf32>", """
+  %t = stablehlo.transpose %q, dims = [0, 2, 1, 3] : (tensor<2x5x3x4xf32>) -> tensor<2x3x5x4xf32>
+  %y = stablehlo.dot_general %t, %k, batching_dims = [0, 1] x [0, 1], contracting_dims = [3] x [2] : (tensor<2x3x5x4xf32>, tensor<2x3x4x7xf32>) -> tensor<2x3x5x7xf32>"""
+        shapes, ref, folded = [(2, 5, 3, 4), (2, 3, 4, 7)], lambda q, k: q.transpose(0, 2, 1, 3) @ k, True
+    else:  # the transpose swaps two free dims: folding would change the result layout, so it stays
+        args, ty, body = "%x: tensor<3x4x5xf32>, %w: tensor<5x2xf32>", "tensor<4x3x2xf32>", """
+  %t = stablehlo.transpose %x, dims = [1, 0, 2] : (tensor<3x4x5xf32>) -> tensor<4x3x5xf32>
+  %y = stablehlo.dot_general %t, %w, contracting_dims = [2] x [0] : (tensor<4x3x5xf32>, tensor<5x2xf32>) -> tensor<4x3x2xf32>"""
+        shapes, ref, folded = [(3, 4, 5), (5, 2)], lambda x, w: x.transpose(1, 0, 2) @ w, False
+    art = byteir_core.compile(func(args, ty, body + f"\n  return %y : {ty}"), target="reference")
+    ops = art.report["ops_per_backend"]["reference"]
+    assert ("stablehlo.transpose" not in ops) == folded, ops
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(*xs), ref(*xs), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,6 @@
 """Algebraic simplification the canonicalizer of this MLIR build does not do, as pattern -> replacement rules.
 
+``dot_general`` absorbs transposes of its operands when the result is unchanged (``x @ w.T``).
 ``x ** c`` with a splat constant ``c`` in {1, 2, 3, 0.5, -0.5} becomes multiplies, ``sqrt`` or ``rsqrt``: RMSNorm's ``x.pow(2)`` otherwise calls ``powf`` for every element.
 """
 
@@ -53,7 +54,47 @@ def _rewrite_power(op) -> bool:
     return True
 
 
-RULES = {"stablehlo.power": _rewrite_power}
+def _fold_transposes_into_dot(op) -> bool:
+    """``dot_general(transpose(y), b)`` -> ``dot_general(y, b)`` with the dimension numbers remapped, when the
+    free dimensions keep their order (so the result is unchanged). Weight transposes (``x @ w.T`` in PyTorch)
+    then cost nothing: the GEMM reads ``w`` transposed instead of a copy being made every call."""
+    from ..mlir import stablehlo_api
+
+    dn = stablehlo_api.DotDimensionNumbers(op.attributes["dot_dimension_numbers"])
+    dims = {"lhs": [list(dn.lhs_batching_dimensions), list(dn.lhs_contracting_dimensions)],
+            "rhs": [list(dn.rhs_batching_dimensions), list(dn.rhs_contracting_dimensions)]}
+    operands = list(op.operands)
+    changed = False
+    for side, idx in (("lhs", 0), ("rhs", 1)):
+        producer = operands[idx].owner
+        producer = getattr(producer, "operation", producer)
+        if not isinstance(producer, ir.Operation) or producer.name != "stablehlo.transpose":
+            continue
+        perm = [int(p) for p in ir.DenseI64ArrayAttr(producer.attributes["permutation"])]
+        batch, contract = dims[side]
+        free = [i for i in range(len(perm)) if i not in batch and i not in contract]
+        mapped_free = [perm[i] for i in free]
+        if mapped_free != sorted(mapped_free):
+            continue
+        dims[side] = [[perm[d] for d in batch], [perm[d] for d in contract]]
+        operands[idx] = producer.operands[0]
+        changed = True
+    if not changed:
+        return False
+    new_dn = stablehlo_api.DotDimensionNumbers.get(
+        context=op.context, lhs_batching_dimensions=dims["lhs"][0], rhs_batching_dimensions=dims["rhs"][0],
+        lhs_contracting_dimensions=dims["lhs"][1], rhs_contracting_dimensions=dims["rhs"][1])
+    attrs = {na.name: na.attr for na in (op.attributes[i] for i in range(len(op.attributes)))}
+    attrs["dot_dimension_numbers"] = new_dn
+    with op.context, op.location, ir.InsertionPoint(op):
+        new = ir.Operation.create("stablehlo.dot_general", results=[op.results[0].type], operands=operands,
+                                  attributes=attrs)
+    op.results[0].replace_all_uses_with(new.results[0])
+    op.erase()
+    return True
+
+
+RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot}
 
 
 def simplify(module) -> None:
