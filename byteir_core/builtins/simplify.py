@@ -70,6 +70,10 @@ def _fold_transposes_into_dot(op) -> bool:
         producer = getattr(producer, "operation", producer)
         if not isinstance(producer, ir.Operation) or producer.name != "stablehlo.transpose":
             continue
+        source = producer.operands[0].owner  # a Block for a function argument
+        source = getattr(source, "operation", source)
+        if isinstance(source, ir.Operation) and source.name == "stablehlo.constant":
+            continue  # a constant weight is transposed once at compile time instead (fold-constants)
         perm = [int(p) for p in ir.DenseI64ArrayAttr(producer.attributes["permutation"])]
         batch, contract = dims[side]
         free = [i for i in range(len(perm)) if i not in batch and i not in contract]
