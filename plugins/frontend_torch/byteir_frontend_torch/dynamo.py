@@ -86,6 +86,10 @@ def byteir_compile_fx(gm: GraphModule, example_inputs, options: dict | None = No
     from functorch.compile import min_cut_rematerialization_partition
     from torch._dynamo.backends.common import aot_autograd
 
+    mode = kwargs.pop("mode", None)
+    if mode not in (None, "default"):
+        warnings.warn(f"byteir ignores torch.compile(mode={mode!r}); use options={{...}} (see "
+                      f"byteir_frontend_torch.dynamo)", stacklevel=2)
     opts = Options.parse({**(options or {}), **kwargs})
     rewrite_sdpa_calls(gm)
     compiler = functools.partial(_graph_compiler, opts=opts)

@@ -93,6 +93,14 @@ def test_unknown_option_is_refused():
         compiled(torch.randn(2, 16))
 
 
+def test_torch_compile_mode_is_accepted_with_a_warning():
+    model = zoo.MLP().eval()
+    x = torch.randn(2, 16)
+    with pytest.warns(UserWarning, match="byteir ignores torch.compile\\(mode='max-autotune'\\)"), torch.no_grad():
+        got = torch.compile(model, backend="byteir", mode="max-autotune")(x)
+    torch.testing.assert_close(got, model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_new_shapes_compile_again_and_stay_correct():
     torch.manual_seed(0)
     model = zoo.MLP().eval()
