@@ -32,7 +32,29 @@ def decomposition_table() -> dict:
         if op in torch_table:
             table.setdefault(op, torch_table[op])
     table[torch.ops.aten.convolution_backward.default] = _grouped_convolution_backward
+    table[torch.ops.aten.slice_scatter.default] = _slice_scatter_as_concatenate
     return table
+
+
+def _slice_scatter_as_concatenate(inp, src, dim=0, start=None, end=None, step=1):
+    """slice_scatter with step 1 as a concatenation of the kept parts and ``src`` (torch-mlir makes a general
+    scatter of it, which runs as an element-by-element host kernel; a concatenate is generated code)."""
+    if step != 1 or any(not isinstance(d, int) for d in inp.shape):
+        return NotImplemented
+    dim = dim % inp.dim()
+    size = inp.shape[dim]
+    start = 0 if start is None else (start + size if start < 0 else start)
+    end = size if end is None else (end + size if end < 0 else end)
+    start, end = max(0, min(start, size)), max(0, min(end, size))
+    if end - start != src.shape[dim]:
+        return NotImplemented
+    parts = []
+    if start > 0:
+        parts.append(torch.ops.aten.slice.Tensor(inp, dim, 0, start))
+    parts.append(src)
+    if end < size:
+        parts.append(torch.ops.aten.slice.Tensor(inp, dim, end, size))
+    return torch.cat(parts, dim) if len(parts) > 1 else src.clone()
 
 
 def _grouped_convolution_backward(grad, x, w, bias_sizes, stride, padding, dilation, transposed, output_padding,

@@ -186,3 +186,24 @@ def test_normalize_slices_clamps_int64_max_ends():
             assert all(isinstance(x, int) and 0 <= x <= 6 for x in node.args[-3:-1]), node.args
     for x, y in zip(gm(a, b), expected):
         torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("dim,start,end", [(1, 2, 5), (1, 0, 3), (0, -2, None), (1, None, 4), (0, 0, 4)])
+def test_slice_scatter_decomposes_to_concatenate(dim, start, end):
+    from byteir_frontend_torch.exporting import _slice_scatter_as_concatenate
+
+    x = torch.randn(4, 6)
+    n = len(range(x.shape[dim])[slice(start, end)])
+    src = torch.randn(4, n) if dim == 1 else torch.randn(n, 6)
+    expected = aten.slice_scatter(x, src, dim, start, end, 1)
+    gm = make_fx(lambda a, b: aten.slice_scatter(a, b, dim, start, end, 1),
+                 decomposition_table={aten.slice_scatter.default: _slice_scatter_as_concatenate})(x, src)
+    assert aten.slice_scatter.default not in _targets(gm)
+    torch.testing.assert_close(gm(x, src), expected)
+
+
+def test_strided_slice_scatter_is_left_to_torch_mlir():
+    from byteir_frontend_torch.exporting import _slice_scatter_as_concatenate
+
+    x, src = torch.randn(6), torch.randn(3)
+    assert _slice_scatter_as_concatenate(x, src, 0, 0, 6, 2) is NotImplemented
