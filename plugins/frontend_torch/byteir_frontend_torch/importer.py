@@ -52,8 +52,8 @@ class _Literals:
 
     @staticmethod
     def literal(gni, literal):
-        if not isinstance(literal, torch.Tensor) or literal.numel() <= 1 or literal.dtype in (torch.bool, torch.uint8):
-            return None
+        if not isinstance(literal, torch.Tensor) or literal.numel() <= 1 or literal.dtype == torch.bool:
+            return None  # (the importer hands bool tensors over as uint8)
         if literal.is_complex() or literal.is_quantized:
             return None
         t = literal.detach().cpu().contiguous()
@@ -61,8 +61,10 @@ class _Literals:
             arr, elem = t.view(torch.int16).numpy().view(np.uint16), ir.BF16Type.get()
         else:
             arr, elem = t.numpy(), None
-        attr = ir.DenseElementsAttr.get(arr, type=elem, shape=list(t.shape)) if elem is not None else \
-            ir.DenseElementsAttr.get(arr, shape=list(t.shape))
+        if elem is not None:
+            attr = ir.DenseElementsAttr.get(arr, type=elem, shape=list(t.shape))
+        else:  # unsigned stays unsigned (torch's ui8), every other integer is signless as torch-mlir expects
+            attr = ir.DenseElementsAttr.get(arr, shape=list(t.shape), signless=t.dtype != torch.uint8)
         vtype = gni._cc.tensor_to_vtensor_type(literal)
         return ir.Operation.create("torch.vtensor.literal", results=[vtype], attributes={"value": attr}).result
 
