@@ -110,6 +110,8 @@ def cmd_run(args) -> int:
         console.print(f"output {i} {session.get_arg_name(o)}: {arr.dtype} {list(arr.shape)} "
                       f"sum={total:.6g} l2={l2:.6g}")
     console.print(f"ran in {dt * 1e3:.3f} ms")
+    if args.profile:
+        _print_profile(console, session.profile(*inputs, repeat=args.profile), args.top)
     if args.output:
         try:
             np.savez(args.output, **{session.get_arg_name(o): np.asarray(v)
@@ -118,6 +120,30 @@ def cmd_run(args) -> int:
             raise ByteirError(f"cannot write --output {args.output}: {e}") from None
         console.print(f"wrote {args.output}")
     return 0
+
+
+def _print_profile(console, rows: list[dict], top: int) -> None:
+    from rich.table import Table
+
+    total = sum(r["median_us"] for r in rows) or 1.0
+    by_backend: dict[str, list] = {}
+    for r in rows:
+        acc = by_backend.setdefault(r["backend"], [0, 0.0])
+        acc[0] += 1
+        acc[1] += r["median_us"]
+    console.print(f"profile: {len(rows)} steps, {total / 1e3:.3f} ms in steps (sum of per-step medians); "
+                  + ", ".join(f"{b} {n} steps {us / 1e3:.3f} ms ({100 * us / total:.0f}%)"
+                              for b, (n, us) in sorted(by_backend.items(), key=lambda kv: -kv[1][1])))
+    t = Table(title=f"slowest {min(top, len(rows))} steps", expand=False)
+    for col in ("step", "backend", "callee", "ops", "shapes", "µs", "%"):
+        t.add_column(col, justify="right" if col in ("step", "µs", "%") else "left",
+                     no_wrap=col != "ops", overflow="ellipsis")
+    for r in sorted(rows, key=lambda r: -r["median_us"])[:top]:
+        ops = ",".join(o.replace("stablehlo.", "") for o in dict.fromkeys(r["ops"]))
+        t.add_row(str(r["step"]), r["backend"], r["callee"], ops[:60],
+                  " ".join("x".join(map(str, s)) or "scalar" for s in r["shapes"])[:60],
+                  f"{r['median_us']:.1f}", f"{100 * r['median_us'] / total:.1f}")
+    console.print(t)
 
 
 def _random(rng, shape, dtype):
@@ -252,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="write the outputs to this .npz")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--sha256", help="refuse to run unless the file has this sha256")
+    r.add_argument("--profile", type=int, nargs="?", const=10, default=0, metavar="N",
+                   help="then time every step over N runs (default 10) and print the slowest")
+    r.add_argument("--top", type=int, default=15, help="rows of the --profile table (default 15)")
     r.set_defaults(fn=cmd_run)
 
     i = sub.add_parser("inspect", help="print the textual ByRE and a summary")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -321,3 +322,12 @@ def test_input_shape_artifact_runs_statically(tmp_path):
         np.testing.assert_array_equal(z["output0"], x * x)
     np.savez(tmp_path / "wrong.npz", input0=np.zeros((3, 4), np.float32))
     assert_clean_error(byteir("run", out, "--inputs", tmp_path / "wrong.npz"), "[5, 4]")
+
+
+def test_run_profile_prints_the_slowest_steps(tmp_path):
+    out = tmp_path / "x.byre"
+    assert byteir("compile", MLP, "-o", out).returncode == 0
+    r = byteir("run", out, "--profile", "3", "--top", "2")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"profile: \d+ steps, [\d.]+ ms in steps", r.stdout) and "slowest 2 steps" in r.stdout
+    assert "dot_general" in r.stdout

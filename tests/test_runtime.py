@@ -134,3 +134,20 @@ def test_interpreter_and_copy_into_refuse_silent_partial_writes():
     np.testing.assert_array_equal(out, 2 * x)
     with pytest.raises(ValueError, match="C-contiguous"):
         copy_into(np.empty((3, 4), np.float32).T, np.ones((4, 3), np.float32))
+
+
+def test_profile_times_every_step_and_names_what_ran(mlp_path):
+    s = byteir_core.load(mlp_path)
+    x = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    rows = s.profile(x, repeat=3, warmup=1)
+    assert [r["step"] for r in rows] == list(range(len(s.module.steps)))
+    computes = [r for r in rows if r["op"] == "compute"]
+    assert computes and all(r["median_us"] > 0 for r in rows)
+    assert all(r["backend"] == "reference" and r["ops"] for r in computes)
+    assert {o for r in computes for o in r["ops"]} >= {"stablehlo.dot_general"}
+    assert [4, 16] in rows[0]["shapes"]
+    np.testing.assert_allclose(s.run(x)[0], mlp_numpy(x), rtol=1e-5, atol=1e-6)  # profiling left it usable
+    with pytest.raises(InputError, match="expected 1 inputs"):
+        s.profile()
+    with pytest.raises(InputError, match="repeat must be >= 1"):
+        s.profile(x, repeat=0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import queue
+import statistics
+import time
 from typing import Any
 
 import ml_dtypes
@@ -187,6 +189,45 @@ class Session:
             return _like_torch(outs)
         return outs
 
+    def profile(self, *inputs, repeat: int = 10, warmup: int = 2) -> list[dict]:
+        """Time every step: runs the artifact ``warmup + repeat`` times and returns one row per step (in program
+        order) with its callee, backend, kernel, the StableHLO ops it came from, its operand shapes and the median
+        microseconds it took. Where time goes is the first question when a model is slower than a peer."""
+        bm = self._require()
+        if repeat < 1:
+            raise InputError(f"profile: repeat must be >= 1, got {repeat}")
+        if len(inputs) != len(bm.inputs()):
+            names = ", ".join(bm.args[i].name for i in bm.inputs())
+            raise InputError(f"expected {len(bm.inputs())} inputs ({names}), got {len(inputs)}")
+        clusters = {c["kernel"]: c for c in bm.report.get("clusters", []) if c.get("kernel")}
+        computes = [c for c in bm.report.get("clusters", [])]
+        req = self.new_request_context()
+        for off, x in zip(bm.inputs(), inputs):
+            req.bind_arg(off, x)
+        req.finish_io_binding()
+        times: list[list[float]] = [[] for _ in self._steps]
+        try:
+            for it in range(warmup + repeat):
+                req.run(times if it >= warmup else None)
+        finally:
+            req.release()
+        rows = []
+        n_compute = sum(1 for k, _, _ in self._steps if k == "compute")
+        ci = 0
+        for i, ((kind, _, s), ts) in enumerate(zip(self._steps, times)):
+            ops: list[str] = []
+            if kind == "compute":
+                c = clusters.get(s.kernel) if s.kernel else None
+                if c is None and len(computes) == n_compute:  # clusters and compute steps are in the same order
+                    c = computes[ci]
+                ops = list(c["ops"]) if c else []
+                ci += 1
+            rows.append({"step": i, "op": s.op, "callee": s.callee or "copy", "backend": s.backend or "runtime",
+                         "kernel": s.kernel, "ops": ops,
+                         "shapes": [list(bm.buffers[o].spec.shape) for o in s.operands],
+                         "median_us": statistics.median(ts) * 1e6})
+        return rows
+
     def __call__(self, *inputs):
         """Run once; one output comes back as itself, several as a tuple."""
         outs = self.run(*inputs)
@@ -253,16 +294,30 @@ class RequestContext:
             self._workspace = None
             self._bound = False
 
-    def run(self) -> None:
+    def run(self, _times: list | None = None) -> None:
         if not self._bound:
             raise RuntimeError("call finish_io_binding() before run()")
         v = self._views
+        if _times is not None:
+            return self._run_timed(_times)
         for kind, fn, s in self.session._steps:
             if kind == "copy":
                 copy_into(v[s.operands[1]], v[s.operands[0]])
             else:
                 fn([v[o] for o, e in zip(s.operands, s.effects) if e == READ],
                    [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE])
+
+    def _run_timed(self, times: list) -> None:
+        v = self._views
+        clock = time.perf_counter
+        for (kind, fn, s), acc in zip(self.session._steps, times):
+            t0 = clock()
+            if kind == "copy":
+                copy_into(v[s.operands[1]], v[s.operands[0]])
+            else:
+                fn([v[o] for o, e in zip(s.operands, s.effects) if e == READ],
+                   [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE])
+            acc.append(clock() - t0)
 
     def sync(self) -> None:
         """Host execution is synchronous; kept for API compatibility with stream-based providers."""
