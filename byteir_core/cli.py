@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 import zipfile
@@ -40,6 +41,8 @@ def cmd_compile(args) -> int:
 
     console = _console(stderr=True)
     out = Path(args.output or Path(args.model).with_suffix(".byre").name)
+    if args.cpu:
+        os.environ["BYTEIR_CPU"] = args.cpu  # read by the cpu backend's code generator
     t0 = time.perf_counter()
     with console.status("compiling") as status:
         art = byteir_core.compile(
@@ -269,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pass-groups", help="comma-separated hlo pass groups (default: all default groups)")
     c.add_argument("--input-shape", help="static input shapes, e.g. 1x3x224x224,4x16")
     c.add_argument("--dump-dir", help="write the IR after every stage here")
+    c.add_argument("--cpu", help="CPU the native kernels are compiled for (target cpu): an LLVM CPU name such as "
+                   "x86-64-v3 (AVX2), x86-64-v4 (AVX-512), znver4, skylake-avx512; default: this machine's "
+                   "(env BYTEIR_CPU)")
     c.add_argument("-v", "--verbose", action="store_true", help="print the compile report")
     c.set_defaults(fn=cmd_compile)
 

@@ -331,3 +331,15 @@ def test_run_profile_prints_the_slowest_steps(tmp_path):
     assert r.returncode == 0, r.stderr
     assert re.search(r"profile: \d+ steps, [\d.]+ ms in steps", r.stdout) and "slowest 2 steps" in r.stdout
     assert "dot_general" in r.stdout
+
+
+def test_compile_for_a_chosen_cpu(tmp_path):
+    from byteir_core.byre import read_artifact
+
+    out = tmp_path / "v3.byre"
+    r = byteir("compile", MLP, "-o", out, "--cpu", "x86-64-v3")
+    assert r.returncode == 0, r.stderr
+    natives = [s for s in read_artifact(str(out)).module.steps if s.callee == "cpu.native"]
+    assert natives and all(set(s.attrs["isa"].split(",")) == {"avx", "avx2", "fma", "f16c"} for s in natives)
+    bad = byteir("compile", MLP, "-o", tmp_path / "bad.byre", "--cpu", "not-a-cpu")
+    assert bad.returncode != 0 and "LLVM does not know this CPU" in bad.stderr and not (tmp_path / "bad.byre").exists()

@@ -2,21 +2,26 @@
 
 The kernel is ``void _mlir_ciface_main(Memref *in0, ..., Memref *out0, ...)``: results become out-params
 (``buffer-results-to-out-params``), so the kernel writes straight into the runtime's buffers.
-Object code comes from MLIR's own LLVM (``ExecutionEngine(enable_pic=True).dump_to_object_file``), linked
-by the system C compiler into a shared object that the provider loads with ctypes: no JIT at load time.
+MLIR translates the LLVM dialect to LLVM IR; llvmlite's LLVM optimizes it for the target CPU (``BYTEIR_CPU``,
+default the compiling machine's: AVX-512/AVX2 as it has them) with the loop and SLP vectorizers, vector math
+going to glibc's libmvec; the object is linked by the system C compiler into a shared object that the
+provider loads with ctypes: no JIT at load time. The ISA extensions the code may use travel with the kernel
+and the provider refuses to load it on a CPU without them.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+from functools import lru_cache
 
 from byteir_core.errors import TargetError
 from byteir_core.interfaces import Cluster
-from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, module_to_bytecode, run_pipeline
+from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, module_to_bytecode, run_pipeline, walk_ops
 
 from .provider import openmp_library
 
@@ -77,6 +82,47 @@ def wants_threads(cluster: Cluster) -> bool:
     return max((math.prod(s.shape) for s in cluster.inputs + cluster.outputs), default=0) >= PARALLEL_MIN_ELEMENTS
 
 
+def _mark_reductions_reassociable(m) -> None:
+    """Let LLVM vectorize reductions: the combiner of every reducing ``linalg.generic`` (the op that folds the
+    accumulator, i.e. uses an output block argument and is yielded) may be reassociated. Only those ops get
+    the flag: elsewhere ``reassoc`` would let LLVM rewrite ``(x + c) - c`` and the like."""
+    flag = ir.Attribute.parse("#arith.fastmath<reassoc>")
+    for op in walk_ops(m):
+        if op.name != "linalg.generic" or "reduction" not in str(op.attributes["iterator_types"]):
+            continue
+        n_out = len(op.results) if op.results else None
+        block = op.regions[0].blocks[0]
+        args = list(block.arguments)
+        if n_out is None:  # on buffers: count the outputs from the operand segments
+            n_out = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[1]
+        outs = args[len(args) - n_out:]
+        term = block.operations[len(block.operations) - 1]
+        for v in term.operands:
+            owner = v.owner
+            if not isinstance(owner, ir.Operation) and hasattr(owner, "operation"):
+                owner = owner.operation
+            if not isinstance(owner, ir.Operation):
+                continue
+            if owner.name in _REASSOC_OPS and any(o in outs for o in owner.operands):
+                owner.attributes["fastmath"] = flag
+
+
+_REASSOC_OPS = frozenset({"arith.addf", "arith.mulf", "arith.maximumf", "arith.minimumf", "arith.maxnumf",
+                          "arith.minnumf"})
+
+
+def _mark_noalias(m) -> None:
+    """The kernel's buffers never overlap (the runtime hands each operand its own buffer): say so, so LLVM
+    keeps accumulators in registers and vectorizes without run-time overlap checks."""
+    for op in m.body.operations:
+        if op.operation.name != "func.func":
+            continue
+        args = op.regions[0].blocks[0].arguments
+        attrs = [ir.DictAttr.get({"llvm.noalias": ir.UnitAttr.get()}) if isinstance(a.type, ir.MemRefType)
+                 else ir.DictAttr.get({}) for a in args]
+        op.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
+
+
 def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False):
     """A copy of the cluster module, lowered to the LLVM dialect with a C interface for ``@main``."""
     ctx = cluster.module.context
@@ -101,14 +147,211 @@ def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False):
         for op in m.body.operations:
             if op.operation.name == "func.func":
                 op.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
+        _mark_reductions_reassociable(m)
+        _mark_noalias(m)
         _stage(m, "lower-to-llvm", lambda: run_pipeline(m, TO_LLVM_OPENMP if threads else TO_LLVM))
     return m
 
 
-def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool]:
-    """(shared object, whether it calls the OpenMP runtime)."""
-    from torch_mlir.execution_engine import ExecutionEngine
+_llvm_ready = False
 
+
+def _llvmlite():
+    """llvmlite's LLVM, set up once: native target, and glibc's vector math library (libmvec) as the
+    vectorizer's source of vector ``expf``/``logf``/... so loops calling them vectorize too."""
+    global _llvm_ready
+    import llvmlite.binding as llvm
+
+    if not _llvm_ready:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        if _libmvec():
+            llvm.set_option("byteir", "-vector-library=LIBMVEC")
+        _llvm_ready = True
+    return llvm
+
+
+def _libmvec() -> bool:
+    import ctypes.util
+
+    return os.uname().machine == "x86_64" and ctypes.util.find_library("mvec") is not None
+
+
+# A float literal as MLIR's LLVM prints it: hexadecimal bits (f0x...), a shortest round-trip decimal, inf, nan.
+_FLOAT_LITERAL = re.compile(r"(?<![\w.%@$\"-])(f0x[0-9A-Fa-f]+|[-+]?\d+\.\d+(?:e[-+]?\d+)?|[-+]?inf|[-+]?nan)(?![\w.])")
+_FLOAT_TYPE = re.compile(r"\b(half|bfloat|float|double|x86_fp80|fp128)\b")
+
+
+def _as_llvm22_literal(token: str, kind: str) -> str:
+    """One float literal of type ``kind`` in the form LLVM 22 parses: float/double as the bits of the value as a
+    double (``0x`` + 16 digits: exact), half as ``0xH``, bfloat as ``0xR``."""
+    import struct
+
+    import numpy as np
+
+    widths = {"half": 4, "bfloat": 4, "float": 8, "double": 16, "x86_fp80": 20, "fp128": 32}
+    if token.startswith("f0x"):
+        digits = token[3:]
+        if len(digits) != widths[kind]:
+            raise TargetError(f"cpu codegen: float literal {token!r} does not fit type {kind}")
+        bits = int(digits, 16)
+        if kind == "float":
+            value = np.array([bits], np.uint32).view(np.float32)[0]
+        elif kind == "half":
+            return "0xH" + digits.upper()
+        elif kind == "bfloat":
+            return "0xR" + digits.upper()
+        elif kind == "double":
+            return "0x" + digits.upper()
+        else:
+            return ("0xK" if kind == "x86_fp80" else "0xL") + digits.upper()
+    else:
+        if kind == "double":
+            return token if token[-3:] not in ("inf", "nan") else (
+                ("0xFFF" if token[0] == "-" else "0x7FF") + ("0000000000000" if token.endswith("inf") else "8000000000000"))
+        value = np.float64(float(token))
+        if kind == "float":
+            value = np.float32(value)
+        elif kind == "half":
+            return f"0xH{int(np.array([value], np.float16).view(np.uint16)[0]):04X}"
+        elif kind == "bfloat":
+            f = np.array([value], np.float32).view(np.uint32)[0]
+            if np.isnan(value):
+                return f"0xR{(int(f) >> 16) | 0x40:04X}"
+            return f"0xR{((int(f) + 0x7FFF + ((int(f) >> 16) & 1)) >> 16) & 0xFFFF:04X}"  # round to nearest even
+        else:
+            raise TargetError(f"cpu codegen: cannot rewrite {kind} literal {token!r} for llvmlite")
+    # float: the same value as a double, keeping a NaN's payload
+    bits = int(np.array([value], np.float32).view(np.uint32)[0])
+    sign, exp, man = bits >> 31, (bits >> 23) & 0xFF, bits & 0x7FFFFF
+    if exp == 0xFF:
+        d = (sign << 63) | (0x7FF << 52) | (man << 29)
+    else:
+        d = struct.unpack("<Q", struct.pack("<d", float(value)))[0]
+    return f"0x{d:016X}"
+
+
+def _older_float_syntax(text: str) -> str:
+    """MLIR's LLVM (newer than llvmlite's LLVM 22) prints float constants as ``f0x<bits>``, as shortest decimals
+    that are not exact, and as ``inf``/``nan``; LLVM 22 reads none of these for ``float``. Each literal is rewritten
+    for its type: the last float type named before it on its line (LLVM IR states a constant's type before it,
+    or once before an instruction's operands)."""
+    out = []
+    for line in text.split("\n"):
+        if not line.startswith(("declare", "!", ";", "attributes", "source_filename", "target")) and \
+                _FLOAT_TYPE.search(line):
+            def sub(mo, line=line):
+                kinds = _FLOAT_TYPE.findall(line, 0, mo.start())
+                if not kinds:
+                    return mo.group(0)
+                return _as_llvm22_literal(mo.group(0), kinds[-1])
+            line = _FLOAT_LITERAL.sub(sub, line)
+        out.append(line)
+    return "\n".join(out)
+
+
+#: x86 ISA extensions a kernel may rely on: LLVM's name -> /proc/cpuinfo's (recorded with the kernel).
+ISA_FLAGS = {"avx": "avx", "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f",
+             "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512bf16": "avx512_bf16"}
+#: What the generic x86-64 micro-architecture levels imply (other named CPUs are not checked at load).
+LEVEL_ISA = {"x86-64": (), "generic": (), "x86-64-v2": (), "x86-64-v3": ("avx", "avx2", "fma", "f16c"),
+             "x86-64-v4": ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl")}
+
+
+def target_cpu() -> tuple[str, str, tuple[str, ...]]:
+    """(LLVM CPU name, feature string, ISA flags the code may use) for the kernels: ``BYTEIR_CPU`` (set by
+    ``byteir compile --cpu``) names an LLVM CPU (``x86-64-v3`` = AVX2, ``x86-64-v4`` = AVX-512, ``znver4``,
+    ``skylake-avx512`` ...); the default ``native`` is the compiling machine's CPU and all its features."""
+    llvm = _llvmlite()
+    name = os.environ.get("BYTEIR_CPU", "native").strip() or "native"
+    if name == "native":
+        feats = llvm.get_host_cpu_features()
+        on = {k for k, v in feats.items() if v}
+        return llvm.get_host_cpu_name(), feats.flatten(), tuple(c for f, c in ISA_FLAGS.items() if f in on)
+    _check_cpu_name(name)
+    return name, "", tuple(LEVEL_ISA.get(name, ()))
+
+
+_PROBE = """import sys, llvmlite.binding as llvm
+llvm.initialize_native_target(); llvm.initialize_native_asmprinter()
+tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(cpu=sys.argv[1])
+tm.emit_object(llvm.parse_assembly(""))
+"""
+
+
+@lru_cache(maxsize=None)
+def _check_cpu_name(name: str) -> None:
+    """LLVM only warns about a CPU name it does not know (and may then crash): ask it in a child process."""
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _PROBE, name], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 or "not a recognized processor" in r.stderr:
+        raise TargetError(f"BYTEIR_CPU={name!r} (--cpu): LLVM does not know this CPU; use an LLVM CPU name such "
+                          "as x86-64, x86-64-v3, x86-64-v4, znver4, skylake-avx512, or 'native'")
+
+
+def llvm_object(m) -> tuple[bytes, tuple[str, ...]]:
+    """(object code, ISA flags it may use) from an LLVM-dialect module: MLIR translates it to LLVM IR,
+    llvmlite's LLVM optimizes it for :func:`target_cpu` (O3 with loop and SLP vectorization), vector math
+    becomes libmvec calls, and the object is position-independent."""
+    from torch_mlir.dialects import llvm as llvmd
+
+    llvm = _llvmlite()
+    cpu, features, isa = target_cpu()
+    with m.context:
+        text = llvmd.translate_module_to_llvmir(m.operation)
+    mod = llvm.parse_assembly(_older_float_syntax(text))
+    triple = llvm.get_process_triple()
+    tm = llvm.Target.from_triple(triple).create_target_machine(
+        cpu=cpu, features=features, opt=OPT_LEVEL, reloc="pic", codemodel="default")
+    mod.triple = triple
+    mod.data_layout = str(tm.target_data)
+    pto = llvm.create_pipeline_tuning_options(speed_level=OPT_LEVEL)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(mod, pb)
+    text = str(mod)
+    vector_math = _to_libmvec(text, isa)
+    if vector_math is not text:
+        mod = llvm.parse_assembly(vector_math)
+    return tm.emit_object(mod), isa
+
+
+_VECTOR_MATH = re.compile(r"@llvm\.(exp|log|sin|cos|tan|tanh|exp2|exp10|log2|log10|pow)\.v(\d+)f(32|64)\b")
+# libmvec's vector-function ABI letters by register width: b = SSE (128 bits), d = AVX2 (256), e = AVX-512.
+_ISA = {128: "b", 256: "d", 512: "e"}
+
+
+def _to_libmvec(text: str, isa: tuple[str, ...]) -> str:
+    """Vectorized math intrinsics (``llvm.exp.v16f32`` ...) as calls to glibc's libmvec (``_ZGVeN16v_expf``):
+    LLVM would otherwise split each into scalar ``expf`` calls. llvmlite's LLVM offers no ``-vector-library``
+    switch, so the vectorizer's output is rewritten by name; a width or function libmvec lacks, or an ISA the
+    target CPU lacks, stays as is."""
+    if "@llvm." not in text or not _libmvec():
+        return text
+    lib = _libmvec_handle()
+
+    def sub(mo):
+        fn, lanes, bits = mo.group(1), int(mo.group(2)), int(mo.group(3))
+        width = _ISA.get(lanes * bits)
+        if width is None or (width == "e" and "avx512f" not in isa) or (width == "d" and "avx2" not in isa):
+            return mo.group(0)
+        name = f"_ZGV{width}N{lanes}{'vv' if fn == 'pow' else 'v'}_{fn}{'f' if bits == 32 else ''}"
+        return "@" + name if hasattr(lib, name) else mo.group(0)
+
+    return _VECTOR_MATH.sub(sub, text)
+
+
+def _libmvec_handle():
+    import ctypes
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("mvec"))
+
+
+def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool, tuple[str, ...]]:
+    """(shared object, whether it calls the OpenMP runtime, ISA flags its code may use)."""
     threads = wants_threads(cluster)
     m = lower_to_llvm_dialect(cluster, threads)
     omp = openmp_library() if threads else None
@@ -119,14 +362,19 @@ def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool]:
         obj, so = os.path.join(d, "k.o"), os.path.join(d, "k.so")
         with m.context:
             try:
-                engine = ExecutionEngine(m, opt_level=OPT_LEVEL, enable_pic=True, shared_libs=[omp] if omp else [])
-                engine.dump_to_object_file(obj)
+                code, isa = llvm_object(m)
+            except TargetError:
+                raise
             except Exception as e:  # noqa: BLE001
                 raise TargetError(f"cpu codegen failed in LLVM: {e}") from None
+        with open(obj, "wb") as f:
+            f.write(code)
         # libiomp5 is named (DT_NEEDED) but found at run time by soname: the provider loads it first.
         libs = ["-L" + os.path.dirname(omp), "-liomp5"] if omp else []
+        if _libmvec():
+            libs.append("-lmvec")
         r = subprocess.run([cc, "-shared", "-o", so, obj, "-lm", *libs], capture_output=True, text=True)
         if r.returncode != 0:
             raise TargetError(f"linking the cpu kernel failed ({cc}): {r.stderr.strip()}")
         with open(so, "rb") as f:
-            return f.read(), bool(omp)
+            return f.read(), bool(omp), isa

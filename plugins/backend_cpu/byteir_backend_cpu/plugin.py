@@ -106,8 +106,8 @@ class CpuBackend(Backend):
         return True
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
-        so, openmp = compile_to_shared_object(prepare_cluster(cluster))
-        return CompiledCluster(CALLEE, Kernel(FORMAT, so, ENTRY), {"openmp": int(openmp)})
+        so, openmp, isa = compile_to_shared_object(prepare_cluster(cluster))
+        return CompiledCluster(CALLEE, Kernel(FORMAT, so, ENTRY), {"openmp": int(openmp), "isa": ",".join(isa)})
 
 
 @hookimpl

@@ -41,6 +41,19 @@ def descriptor(a: np.ndarray):
     return d
 
 
+@lru_cache(maxsize=1)
+def host_isa() -> frozenset:
+    """The CPU's instruction-set flags as /proc/cpuinfo names them (empty where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def openmp_library() -> str | None:
     """Path of libiomp5 (from the intel-openmp wheel, or BYTEIR_OPENMP_LIB), or None."""
     explicit = os.environ.get("BYTEIR_OPENMP_LIB")
@@ -98,6 +111,12 @@ class CpuProvider(Provider):
             raise ProviderError(f"{callee}: expected an {FORMAT} kernel, got {kernel.format if kernel else None}")
         if not kernel.data.startswith(b"\x7fELF"):
             raise ProviderError(f"{callee}: kernel is not an ELF shared object")
+        host = host_isa()  # unknown (empty) where /proc/cpuinfo cannot be read: not checked
+        missing = [f for f in str(attrs.get("isa", "")).split(",") if f and host and f not in host]
+        if missing:
+            raise ProviderError(f"{callee}: kernel {kernel.entry!r} was compiled for a CPU with {', '.join(missing)}, "
+                                "which this CPU lacks; recompile here, or for an older CPU with "
+                                "'byteir compile --cpu x86-64-v3' (AVX2) or '--cpu x86-64' (BYTEIR_CPU)")
         if int(attrs.get("openmp", 0)):
             _load_openmp()
         try:
