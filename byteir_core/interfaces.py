@@ -94,6 +94,9 @@ class Cluster:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     op_names: list[str]
+    #: Indices into ``inputs`` of the artifact's weights: their values never change while the artifact is
+    #: loaded, so a provider may transform them once (prepack a GEMM's or convolution's weights).
+    constant_inputs: tuple[int, ...] = ()
 
     def text(self) -> str:
         return str(self.module)

@@ -232,3 +232,71 @@ def test_transposes_fold_into_dot_general_when_the_result_is_unchanged(case):
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     np.testing.assert_allclose(byteir_core.load(art.to_bytes())(*xs), ref(*xs), rtol=1e-5, atol=1e-5)
+
+
+def _conv_bn_program(layout: str, extra_use: bool = False):
+    """conv (constant weights) -> (y - mean) * invstd * gamma + beta -> relu, BatchNorm as torch-mlir emits it
+    (per-channel constants broadcast along the feature dim; invstd computed from the variance in the program)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)  # OIHW
+    mean, var = rng.standard_normal(4).astype(np.float32), rng.uniform(0.5, 2, 4).astype(np.float32)
+    gamma, beta = rng.uniform(0.5, 2, 4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+    if layout == "nchw":
+        xt, yt, dn, fd = "tensor<1x2x6x6xf32>", "tensor<1x4x6x6xf32>", "[b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1]", 1
+    else:
+        xt, yt, dn, fd = "tensor<1x6x6x2xf32>", "tensor<1x6x6x4xf32>", "[b, 0, 1, f]x[o, i, 0, 1]->[b, 0, 1, f]", 3
+
+    def vec(name, v):
+        return (f"  %{name}0 = stablehlo.constant dense<{np.array2string(v, separator=',', precision=9)}> : tensor<4xf32>\n"
+                f"  %{name} = stablehlo.broadcast_in_dim %{name}0, dims = [{fd}] : (tensor<4xf32>) -> {yt}\n")
+
+    wtxt = np.array2string(w, separator=",", precision=9, threshold=10**6).replace("\n", "")
+    body = f"""
+  %w = stablehlo.constant dense<{wtxt}> : tensor<4x2x3x3xf32>
+  %y = stablehlo.convolution(%x, %w) dim_numbers = {dn}, window = {{pad = [[1, 1], [1, 1]]}} {{batch_group_count = 1 : i64, feature_group_count = 1 : i64}} : ({xt}, tensor<4x2x3x3xf32>) -> {yt}
+{vec("m", mean)}{vec("g", gamma)}{vec("b", beta)}  %v0 = stablehlo.constant dense<{np.array2string(var, separator=',', precision=9)}> : tensor<4xf32>
+  %eps = stablehlo.constant dense<1.0e-05> : tensor<4xf32>
+  %ve = stablehlo.add %v0, %eps : tensor<4xf32>
+  %is0 = stablehlo.rsqrt %ve : tensor<4xf32>
+  %is = stablehlo.broadcast_in_dim %is0, dims = [{fd}] : (tensor<4xf32>) -> {yt}
+  %c = stablehlo.subtract %y, %m : {yt}
+  %s = stablehlo.multiply %c, %is : {yt}
+  %t = stablehlo.multiply %s, %g : {yt}
+  %u = stablehlo.add %t, %b : {yt}
+  %z = stablehlo.constant dense<0.0> : {yt}
+  %r = stablehlo.maximum %u, %z : {yt}"""
+    ret = f"  return %r, %y : {yt}, {yt}" if extra_use else f"  return %r : {yt}"
+    outs = f"{yt}, {yt}" if extra_use else yt
+    text = func(f"%x: {xt}", outs, body + "\n" + ret)
+
+    def ref(x):
+        xn = x if layout == "nchw" else x.transpose(0, 3, 1, 2)
+        xp = np.pad(xn, [(0, 0), (0, 0), (1, 1), (1, 1)])
+        y = np.zeros((1, 4, 6, 6), np.float64)
+        for i in range(3):
+            for j in range(3):
+                y += np.einsum("nchw,oc->nohw", xp[:, :, i:i + 6, j:j + 6], w[:, :, i, j])
+        sh = (1, 4, 1, 1)
+        r = np.maximum((y - mean.reshape(sh)) / np.sqrt(var.reshape(sh) + 1e-5) * gamma.reshape(sh)
+                       + beta.reshape(sh), 0)
+        return r if layout == "nchw" else r.transpose(0, 2, 3, 1)
+
+    return text, ref, xt
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+def test_batchnorm_after_a_convolution_folds_into_its_weights(layout):
+    text, ref, _ = _conv_bn_program(layout)
+    art = byteir_core.compile(text, target="reference")
+    ops = art.report["ops_per_backend"]["reference"]
+    assert ops == {"stablehlo.convolution": 1, "stablehlo.broadcast_in_dim": 1, "stablehlo.add": 1,
+                   "stablehlo.maximum": 1}, ops
+    shape = (1, 2, 6, 6) if layout == "nchw" else (1, 6, 6, 2)
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_batchnorm_is_not_folded_when_the_convolution_result_is_also_used_elsewhere():
+    text, _, _ = _conv_bn_program("nchw", extra_use=True)
+    ops = byteir_core.compile(text, target="reference").report["ops_per_backend"]["reference"]
+    assert ops.get("stablehlo.multiply") == 2 and ops.get("stablehlo.subtract") == 1, ops

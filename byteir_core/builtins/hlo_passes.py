@@ -11,7 +11,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import PassGroup
 from .constant_folding import arith_constants_to_stablehlo, fold_constants
 from .resources import materialize_resources
-from .simplify import simplify
+from .simplify import fold_conv_affine, simplify
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -35,6 +35,9 @@ GROUPS = [
               description="algebraic rewrites, e.g. x ** 2 -> x * x"),
     PassGroup("fold-constants", "hlo", 40, run=fold_constants,
               description="evaluate small ops whose operands are all constants"),
+    PassGroup("fold-conv-affine", "hlo", 45, run=fold_conv_affine,
+              description="per-channel scale and shift after a convolution (inference BatchNorm) folded into "
+                          "its constant weights and one bias add"),
     PassGroup("cse", "hlo", 50, pipeline="func.func(stablehlo-canonicalize-dynamism),cse,canonicalize",
               description="common subexpression elimination (and dynamic ops whose shapes folded to "
                           "constants made static)"),

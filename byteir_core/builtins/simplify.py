@@ -1,6 +1,8 @@
 """Algebraic simplification the canonicalizer of this MLIR build does not do, as pattern -> replacement rules.
 
 ``dot_general`` absorbs transposes of its operands when the result is unchanged (``x @ w.T``).
+A convolution with constant weights absorbs the per-channel scale and shift that follow it (inference
+BatchNorm): one bias add is left.
 ``x ** c`` with a splat constant ``c`` in {1, 2, 3, 0.5, -0.5} becomes multiplies, ``sqrt`` or ``rsqrt``: RMSNorm's ``x.pow(2)`` otherwise calls ``powf`` for every element.
 """
 
@@ -98,14 +100,134 @@ def _fold_transposes_into_dot(op) -> bool:
     return True
 
 
+def _owner(v):
+    o = v.owner
+    o = getattr(o, "operation", o)
+    return o if isinstance(o, ir.Operation) else None
+
+
+def _dense(v):
+    """The value of a constant ``v`` as a NumPy array, or None."""
+    o = _owner(v)
+    if o is None or o.name != "stablehlo.constant" or not isinstance(o.attributes["value"], ir.DenseElementsAttr):
+        return None
+    attr = o.attributes["value"]
+    t = ir.RankedTensorType(v.type)
+    if attr.is_splat:
+        return np.full(t.shape, np.asarray(attr).reshape(-1)[0])
+    return np.asarray(attr)
+
+
+def _per_channel(v, dim: int, n: int):
+    """``v`` as a length-``n`` vector when it varies only along ``dim`` and is a compile-time constant: a splat,
+    or a ``broadcast_in_dim`` of a constant (BatchNorm's mean, scale and shift), else None."""
+    val = _splat_value(v)
+    if val is not None:
+        return np.full(n, val)
+    o = _owner(v)
+    if o is not None and o.name == "stablehlo.constant":  # a broadcast constant-folded into a full tensor
+        full = _dense(v)
+        if full is None or full.ndim <= dim or full.shape[dim] != n:
+            return None
+        rows = np.moveaxis(full, dim, 0).reshape(n, -1)
+        return rows[:, 0].copy() if (rows == rows[:, :1]).all() else None
+    if o is None or o.name != "stablehlo.broadcast_in_dim":
+        return None
+    src = _dense(o.operands[0])
+    if src is None:
+        return None
+    bdims = [int(d) for d in ir.DenseI64ArrayAttr(o.attributes["broadcast_dimensions"])]
+    if any(src.shape[k] != 1 for k, d in enumerate(bdims) if d != dim):
+        return None
+    if dim in bdims:
+        vec = src.reshape(-1) if src.size == n else None
+        return None if vec is None else vec
+    return np.full(n, src.reshape(-1)[0]) if src.size == 1 else None
+
+
+def _fold_channel_affine_into_conv(op) -> bool:
+    """``(conv(x, W) - m) * s * g + b`` (an inference BatchNorm after a convolution, per output channel, all
+    constants) -> ``conv(x, W * s * g) + b'``: the scale goes into the weights at compile time and one bias add
+    is left, which a library convolution or the next fused kernel absorbs."""
+    from ..mlir import stablehlo_api
+
+    w = _dense(op.operands[1])
+    t = ir.RankedTensorType(op.results[0].type)
+    if w is None or w.dtype not in (np.float32, np.float64) or len(list(op.results[0].uses)) != 1:
+        return False
+    dn = stablehlo_api.ConvDimensionNumbers(op.attributes["dimension_numbers"])
+    ofd, kofd = dn.output_feature_dimension, dn.kernel_output_feature_dimension
+    n = t.shape[ofd]
+    scale, shift = np.ones(n, np.float64), np.zeros(n, np.float64)
+    cur, chain = op.results[0], []
+    while True:
+        uses = list(cur.uses)
+        if len(uses) != 1:
+            break
+        user = uses[0].owner
+        user = getattr(user, "operation", user)
+        if user.name not in ("stablehlo.add", "stablehlo.subtract", "stablehlo.multiply") or user.results[0].type != t:
+            break
+        a, b = user.operands
+        if user.name == "stablehlo.subtract" and a != cur:
+            break
+        other = b if a == cur else a
+        vec = _per_channel(other, ofd, n)
+        if vec is None:
+            break
+        if user.name == "stablehlo.add":
+            shift = shift + vec
+        elif user.name == "stablehlo.subtract":
+            shift = shift - vec
+        else:
+            scale, shift = scale * vec, shift * vec
+        chain.append(user)
+        cur = user.results[0]
+    if not chain or not any(c.name == "stablehlo.multiply" for c in chain):
+        return False  # nothing to fold into the weights (a lone bias add stays as it is)
+    shape = [1] * w.ndim
+    shape[kofd] = n
+    new_w = (w * scale.reshape(shape)).astype(w.dtype)
+    el = ir.RankedTensorType(op.operands[1].type).element_type
+    with op.context, op.location:
+        vec_t = ir.RankedTensorType.get([n], el)
+    last = chain[-1]
+    with op.context, op.location, ir.InsertionPoint(op):
+        w_const = ir.Operation.create("stablehlo.constant", results=[op.operands[1].type], attributes={
+            "value": ir.DenseElementsAttr.get(np.ascontiguousarray(new_w), type=op.operands[1].type)}).result
+        attrs = {na.name: na.attr for na in (op.attributes[i] for i in range(len(op.attributes)))}
+        conv = ir.Operation.create("stablehlo.convolution", results=[t], operands=[op.operands[0], w_const],
+                                   attributes=attrs).result
+    with op.context, last.location, ir.InsertionPoint(last):
+        b_const = ir.Operation.create("stablehlo.constant", results=[vec_t], attributes={
+            "value": ir.DenseElementsAttr.get(shift.astype(w.dtype), type=vec_t)}).result
+        bias = ir.Operation.create("stablehlo.broadcast_in_dim", results=[t], operands=[b_const], attributes={
+            "broadcast_dimensions": ir.DenseI64ArrayAttr.get([ofd])}).result
+        new = ir.Operation.create("stablehlo.add", results=[t], operands=[conv, bias]).result
+    last.results[0].replace_all_uses_with(new)
+    for c in reversed(chain):
+        c.erase()
+    op.erase()
+    return True
+
+
 RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot}
 
 
-def simplify(module) -> None:
+def _apply(module, rules) -> None:
     for fn in module.body.operations:
         if fn.operation.name != "func.func" or not fn.regions[0].blocks:
             continue
         for op in list(fn.regions[0].blocks[0].operations):
-            rule = RULES.get(op.operation.name)
+            rule = rules.get(op.operation.name)
             if rule is not None:
                 rule(op.operation)
+
+
+def simplify(module) -> None:
+    _apply(module, RULES)
+
+
+def fold_conv_affine(module) -> None:
+    """Runs after constant folding, when BatchNorm's ``rsqrt(var + eps) * gamma`` has become a constant."""
+    _apply(module, {"stablehlo.convolution": _fold_channel_affine_into_conv})

@@ -294,6 +294,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         bm.weights[wname] = data
         buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
 
+    weight_bufs = {buf_of[op.results[0]] for op in weights_ops}
     first_return = {}
     for j, v in enumerate(results):
         first_return.setdefault(v, j)
@@ -329,7 +330,8 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         out_specs = [TensorSpec.from_type(v.type) for v in outputs]
         cmod = outline(needed_consts + ops, inputs, outputs, ctx)
         name = f"{backend_name}_c{ci}"
-        cluster = Cluster(name, backend_name, cmod, in_specs, out_specs, [o.name for o in ops])
+        cluster = Cluster(name, backend_name, cmod, in_specs, out_specs, [o.name for o in ops],
+                          tuple(i for i, v in enumerate(inputs) if buf_of.get(v) in weight_bufs))
         backend = registry.backends[backend_name]
         t0 = time.perf_counter()
         try:

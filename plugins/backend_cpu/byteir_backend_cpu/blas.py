@@ -67,10 +67,12 @@ class CpuGemmBackend(Backend):
             buf = io.BytesIO()
             np.savez(buf, **constants)
             kernel = Kernel(CONSTANTS_FORMAT, buf.getvalue(), entry="gemm")
+        # runtime operands that are artifact weights (the provider prepacks them once)
+        const_operands = ",".join(str(i) for i in cluster.constant_inputs)
         if dot.name == "stablehlo.convolution":
-            return CompiledCluster(CONV_CALLEE, kernel, _conv_attrs(dot))
+            return CompiledCluster(CONV_CALLEE, kernel, {**_conv_attrs(dot), "const_operands": const_operands})
         attrs = {k: ",".join(map(str, v)) for k, v in _dims(dot).items()}
-        return CompiledCluster(CALLEE, kernel, attrs)
+        return CompiledCluster(CALLEE, kernel, {**attrs, "const_operands": const_operands})
 
 
 def _i64s(op, name, default):
@@ -161,6 +163,13 @@ class CpuGemmProvider(Provider):
             raise ProviderError(f"{callee}: missing attribute {e}") from None
         constants = _constants(callee, kernel)
         plan: dict = {}
+        const = set(_ints(attrs.get("const_operands", "")))
+        onednn = None
+        if _use_dnnl():
+            from . import dnnl
+
+            rhs_index = 0 if "lhs" in constants else 1
+            onednn = dnnl.Matmul(const_rhs="rhs" in constants or rhs_index in const)
 
         def permutations(lrank, rrank):
             lfree = [d for d in range(lrank) if d not in lb and d not in lc]
@@ -182,7 +191,9 @@ class CpuGemmProvider(Provider):
             a = lhs.transpose(plan["lp"]).reshape(ls)
             bm = rhs.transpose(plan["rp"]).reshape(rs)
             out = outputs[0].reshape(os_)
-            if os_[0] == 1:
+            if onednn is not None and a.dtype == np.float32 and min(a.size, bm.size, out.size) > 0:
+                onednn(a, bm, out)
+            elif os_[0] == 1:
                 np.matmul(a[0], bm[0], out=out[0])
             else:
                 np.matmul(a, bm, out=out)
@@ -199,12 +210,23 @@ class CpuGemmProvider(Provider):
         constants = _constants(callee, kernel)
         out_inv = list(np.argsort(out_perm))
         identity_out = out_perm == sorted(out_perm)
+        const = set(_ints(attrs.get("const_operands", "")))
+        w_index = 0 if "lhs" in constants else 1  # runtime operand index of the weights
+        onednn = None
+        if _use_dnnl():
+            from . import dnnl
+
+            onednn = dnnl.Conv(in_perm, k_perm, out_perm, strides, padding, dilation, groups,
+                               const_weights="rhs" in constants or w_index in const)
 
         def run(inputs, outputs):
             it = iter(inputs)
             x = constants["lhs"] if "lhs" in constants else next(it)
             w = constants["rhs"] if "rhs" in constants else next(it)
             out = outputs[0]
+            if onednn is not None and x.dtype == np.float32:
+                onednn(x, w, out)
+                return
             if identity_out:  # NCHW-style output: the GEMMs write into it directly
                 conv_im2col(x.transpose(in_perm), w.transpose(k_perm), strides, padding, dilation, groups, out)
                 return
@@ -213,6 +235,14 @@ class CpuGemmProvider(Provider):
             np.copyto(out, canonical.transpose(out_inv))
 
         return run
+
+
+def _use_dnnl() -> bool:
+    """oneDNN runs the convolutions (and prepacks their weights) where it loads; im2col + BLAS otherwise.
+    Measured on ResNet-18's convolutions (2 cores, AVX-512): oneDNN 400-450 GFLOP/s, im2col 130-250."""
+    from . import dnnl
+
+    return dnnl.available()
 
 
 def _constants(callee, kernel) -> dict:

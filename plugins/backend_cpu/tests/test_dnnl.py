@@ -1,0 +1,111 @@
+"""oneDNN behind the cpu_blas callees: convolutions (any dimension numbers, groups, strides, dilation) and
+(batched) matmuls against NumPy, constant weights prepacked once, and the im2col/BLAS path when it is off."""
+
+import numpy as np
+import pytest
+
+import byteir_core
+from byteir_backend_cpu import dnnl
+from byteir_backend_cpu.blas import conv_im2col
+
+pytestmark = pytest.mark.skipif(not dnnl.available(), reason="oneDNN is only a dependency on x86-64 Linux")
+
+rng = np.random.default_rng(7)
+
+
+def ref_conv(x, w, strides, pad, dil, groups):
+    out_sp = [(x.shape[2 + i] + pad[2 * i] + pad[2 * i + 1] - ((w.shape[2 + i] - 1) * dil[i] + 1)) // strides[i] + 1
+              for i in range(2)]
+    out = np.empty((x.shape[0], w.shape[0], *out_sp), np.float32)
+    conv_im2col(x.astype(np.float64).astype(np.float32), w, strides, pad, dil, groups, out)
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    dict(c=3, o=16, k=7, s=2, p=3, d=1, g=1, hw=32),      # ResNet's stem
+    dict(c=16, o=16, k=3, s=1, p=1, d=1, g=1, hw=14),
+    dict(c=16, o=32, k=1, s=2, p=0, d=1, g=1, hw=14),     # 1x1 downsample
+    dict(c=16, o=16, k=3, s=1, p=2, d=2, g=1, hw=12),     # dilated
+    dict(c=16, o=32, k=3, s=1, p=1, d=1, g=4, hw=10),     # grouped
+    dict(c=16, o=16, k=3, s=1, p=1, d=1, g=16, hw=10),    # depthwise
+])
+@pytest.mark.parametrize("const_weights", [True, False])
+def test_conv_matches_im2col(case, const_weights):
+    x = rng.standard_normal((2, case["c"], case["hw"], case["hw"])).astype(np.float32)
+    w = rng.standard_normal((case["o"], case["c"] // case["g"], case["k"], case["k"])).astype(np.float32)
+    s, p, d, g = [case["s"]] * 2, [case["p"]] * 4, [case["d"]] * 2, case["g"]
+    expect = ref_conv(x, w, s, p, d, g)
+    conv = dnnl.Conv([0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 2, 3], s, p, d, g, const_weights)
+    out = np.empty_like(expect)
+    for _ in range(2):  # the second call reuses the primitive (and the packed weights when constant)
+        out[...] = np.nan
+        conv(x, w, out)
+        np.testing.assert_allclose(out, expect, rtol=1e-4, atol=1e-4)
+    if not const_weights:  # weights that change between calls are re-read every call
+        w2 = w * 2
+        conv(x, w2, out)
+        np.testing.assert_allclose(out, expect * 2, rtol=1e-4, atol=2e-4)
+
+
+def test_conv_in_nhwc_and_hwio_layouts_needs_no_transposes():
+    x = rng.standard_normal((1, 9, 9, 8)).astype(np.float32)    # NHWC
+    w = rng.standard_normal((3, 3, 8, 12)).astype(np.float32)   # HWIO
+    out = np.empty((1, 9, 9, 12), np.float32)                    # NHWC
+    conv = dnnl.Conv([0, 3, 1, 2], [3, 2, 0, 1], [0, 3, 1, 2], [1, 1], [1, 1, 1, 1], [1, 1], 1, True)
+    conv(x, w, out)
+    expect = ref_conv(x.transpose(0, 3, 1, 2).copy(), w.transpose(3, 2, 0, 1).copy(), [1, 1], [1, 1, 1, 1], [1, 1], 1)
+    np.testing.assert_allclose(out, expect.transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
+    assert "avx" in conv.impl or "gemm" in conv.impl or conv.impl  # oneDNN names the kernel it chose
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 256, 96), (3, 17, 33, 5), (1, 1, 128, 1)])
+@pytest.mark.parametrize("const_rhs", [True, False])
+def test_matmul_matches_numpy(shape, const_rhs):
+    b, m, k, n = shape
+    a = rng.standard_normal((b, m, k)).astype(np.float32)
+    w = rng.standard_normal((b, n, k)).astype(np.float32).transpose(0, 2, 1)  # a strided (transposed) view
+    out = np.empty((b, m, n), np.float32)
+    mm = dnnl.Matmul(const_rhs)
+    for _ in range(2):
+        mm(a, w, out)
+        np.testing.assert_allclose(out, a @ w, rtol=1e-4, atol=1e-4)
+
+
+CONV_MLP = """func.func @main(%x: tensor<2x8x10x10xf32>, %w: tensor<16x8x3x3xf32>, %m: tensor<64x32xf32>) -> (tensor<2x16x10x10xf32>, tensor<2x16x32xf32>) {
+  %y = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {pad = [[1, 1], [1, 1]]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<2x8x10x10xf32>, tensor<16x8x3x3xf32>) -> tensor<2x16x10x10xf32>
+  %r = stablehlo.reshape %y : (tensor<2x16x10x10xf32>) -> tensor<2x16x100xf32>
+  %s = stablehlo.slice %r [0:2, 0:16, 0:64] : (tensor<2x16x100xf32>) -> tensor<2x16x64xf32>
+  %z = stablehlo.dot_general %s, %m, contracting_dims = [2] x [0] : (tensor<2x16x64xf32>, tensor<64x32xf32>) -> tensor<2x16x32xf32>
+  return %y, %z : tensor<2x16x10x10xf32>, tensor<2x16x32xf32>
+}"""
+
+
+@pytest.mark.parametrize("use_dnnl", ["1", "0"])
+def test_artifact_results_equal_with_and_without_onednn(use_dnnl, monkeypatch):
+    monkeypatch.setenv("BYTEIR_CPU_DNNL", use_dnnl)
+    dnnl.available.cache_clear()
+    try:
+        art = byteir_core.compile(CONV_MLP, target="cpu")
+        assert {s.callee for s in art.module.steps} >= {"cpu.conv", "cpu.gemm"}
+        x = rng.standard_normal((2, 8, 10, 10)).astype(np.float32)
+        w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+        m = rng.standard_normal((64, 32)).astype(np.float32)
+        y, z = byteir_core.load(art.to_bytes()).run(x, w, m)
+        expect_y = ref_conv(x, w, [1, 1], [1, 1, 1, 1], [1, 1], 1)
+        np.testing.assert_allclose(y, expect_y, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(z, expect_y.reshape(2, 16, 100)[:, :, :64] @ m, rtol=1e-4, atol=1e-3)
+    finally:
+        dnnl.available.cache_clear()
+
+
+def test_weights_of_the_artifact_are_marked_constant():
+    """Weights (constants of the program) reach the provider as const_operands, so they are packed once."""
+    text = CONV_MLP.replace("%w: tensor<16x8x3x3xf32>, ", "").replace(
+        "(%x, %w)", "(%x, %wc)").replace("  %y =", "  %wc = stablehlo.constant dense<0.5> : tensor<16x8x3x3xf32>\n  %y =", 1)
+    text = text.replace("dense<0.5>", "dense<" + np.array2string(
+        rng.standard_normal((16, 8, 3, 3)).astype(np.float32), separator=",", threshold=10**6).replace("\n", "") + ">")
+    art = byteir_core.compile(text, target="cpu")
+    (conv,) = [s for s in art.module.steps if s.callee == "cpu.conv"]
+    assert conv.attrs["const_operands"] == "1"
+    (gemm,) = [s for s in art.module.steps if s.callee == "cpu.gemm"]
+    assert gemm.attrs["const_operands"] == ""
