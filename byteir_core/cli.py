@@ -137,15 +137,15 @@ def _print_profile(console, rows: list[dict], top: int) -> None:
     console.print(f"profile: {len(rows)} steps, {total / 1e3:.3f} ms in steps (sum of per-step medians); "
                   + ", ".join(f"{b} {n} steps {us / 1e3:.3f} ms ({100 * us / total:.0f}%)"
                               for b, (n, us) in sorted(by_backend.items(), key=lambda kv: -kv[1][1])))
-    t = Table(title=f"slowest {min(top, len(rows))} steps", expand=False)
-    for col in ("step", "backend", "callee", "ops", "shapes", "µs", "%"):
-        t.add_column(col, justify="right" if col in ("step", "µs", "%") else "left",
-                     no_wrap=col != "ops", overflow="ellipsis")
+    t = Table(title=f"slowest {min(top, len(rows))} steps")
+    for col in ("step", "backend", "callee", "µs", "%", "ops", "shapes"):
+        t.add_column(col, justify="right" if col in ("step", "µs", "%") else "left", no_wrap=True,
+                     overflow="ellipsis", max_width=40 if col in ("ops", "shapes") else None)
     for r in sorted(rows, key=lambda r: -r["median_us"])[:top]:
         ops = ",".join(o.replace("stablehlo.", "") for o in dict.fromkeys(r["ops"]))
-        t.add_row(str(r["step"]), r["backend"], r["callee"], ops[:60],
-                  " ".join("x".join(map(str, s)) or "scalar" for s in r["shapes"])[:60],
-                  f"{r['median_us']:.1f}", f"{100 * r['median_us'] / total:.1f}")
+        t.add_row(str(r["step"]), r["backend"], r["callee"], f"{r['median_us']:.1f}",
+                  f"{100 * r['median_us'] / total:.1f}", ops,
+                  " ".join("x".join(map(str, s)) or "scalar" for s in r["shapes"]))
     console.print(t)
 
 

@@ -15,6 +15,10 @@ from ..mlir import ir
 
 def _splat_value(v):
     owner = v.owner
+    if isinstance(owner, (ir.Operation, ir.OpView)) and owner.operation.name in (
+            "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.convert"):
+        # a converted, reshaped, broadcast scalar: torch-mlir's x.pow(2) is pow(x, bcast(reshape(convert(2))))
+        return _splat_value(owner.operation.operands[0])
     if not isinstance(owner, (ir.Operation, ir.OpView)) or owner.operation.name != "stablehlo.constant":
         return None
     attr = owner.operation.attributes["value"]

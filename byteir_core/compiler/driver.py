@@ -300,6 +300,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         first_return.setdefault(v, j)
 
     cluster_report = []
+    compiled_once: dict = {}
     for ci, (backend_name, ops) in enumerate(clusters):
         op_set = set(ops)
         inputs: list = []
@@ -323,7 +324,15 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         if len(ops) == 1 and ops[0].name == "stablehlo.reshape" and len(inputs) == 1 and not needed_consts:
             src = buf_of[inputs[0]]
             r = ops[0].results[0]
-            buf_of[r] = new_buffer(TensorSpec.from_type(r.type), "alias", source=src, byte_offset=0)
+            b = bm.buffers[src]
+            if (r in first_return and b.kind == "alloc" and inputs[0] not in first_return
+                    and len(list(inputs[0].uses)) == 1):
+                # The reshaped value is only returned: its producer writes straight into the output.
+                out = out_buf[first_return[r]]
+                bm.buffers[src] = Buffer(src, b.spec, "alias", source=out, byte_offset=0)
+                buf_of[r] = out
+            else:
+                buf_of[r] = new_buffer(TensorSpec.from_type(r.type), "alias", source=src, byte_offset=0)
             cluster_report.append({"name": f"alias{ci}", "backend": "byre.alias", "ops": ["stablehlo.reshape"]})
             continue
         in_specs = [TensorSpec.from_type(v.type) for v in inputs]
@@ -334,8 +343,11 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
                           tuple(i for i, v in enumerate(inputs) if buf_of.get(v) in weight_bufs))
         backend = registry.backends[backend_name]
         t0 = time.perf_counter()
+        # Identical clusters (a transformer's layers) are compiled once and share one kernel in the artifact.
+        memo_key = (backend_name, cluster.constant_inputs, str(cmod))
+        memo = compiled_once.get(memo_key)
         try:
-            compiled = backend.compile(cluster)
+            compiled = memo[0] if memo else backend.compile(cluster)
         except Exception as e:  # noqa: BLE001
             locs = ", ".join(sorted({location_of(o) for o in ops})[:3])
             raise TargetError(f"backend {backend_name!r} failed to compile cluster {name} "
@@ -343,10 +355,12 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
                               f"{type(e).__name__}: {e}") from e
         stages.times[f"codegen:{backend_name}"] = round(
             stages.times.get(f"codegen:{backend_name}", 0.0) + time.perf_counter() - t0, 6)
-        kernel_name = None
-        if compiled.kernel is not None:
+        kernel_name = memo[1] if memo else None
+        if compiled.kernel is not None and not memo:
             kernel_name = f"k{len(bm.kernels)}_{backend_name}"
             bm.kernels[kernel_name] = KernelEntry(kernel_name, backend_name, compiled.kernel)
+        if not memo:
+            compiled_once[memo_key] = (compiled, kernel_name)
         operands = [buf_of[v] for v in inputs]
         for v, spec in zip(outputs, out_specs):
             if v in first_return:
@@ -358,7 +372,9 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
                              effects=[READ] * len(inputs) + [WRITE] * len(outputs), backend=backend_name,
                              attrs=dict(compiled.attrs)))
         cluster_report.append({"name": name, "backend": backend_name, "callee": compiled.callee,
-                               "ops": [o.name for o in ops], "kernel": kernel_name})
+                               "ops": [o.name for o in ops], "kernel": kernel_name,
+                               "compile_s": round(time.perf_counter() - t0, 4),
+                               **({"same_as_earlier_cluster": True} if memo else {})})
 
     # Results not written in place by their producer (arguments, weights, views, duplicates) are copied.
     for j, v in enumerate(results):

@@ -200,7 +200,7 @@ class Session:
             names = ", ".join(bm.args[i].name for i in bm.inputs())
             raise InputError(f"expected {len(bm.inputs())} inputs ({names}), got {len(inputs)}")
         clusters = {c["kernel"]: c for c in bm.report.get("clusters", []) if c.get("kernel")}
-        computes = [c for c in bm.report.get("clusters", [])]
+        computes = [c for c in bm.report.get("clusters", []) if c.get("callee")]  # not the view-only ones
         req = self.new_request_context()
         for off, x in zip(bm.inputs(), inputs):
             req.bind_arg(off, x)
