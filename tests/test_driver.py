@@ -300,3 +300,39 @@ def test_batchnorm_is_not_folded_when_the_convolution_result_is_also_used_elsewh
     text, _, _ = _conv_bn_program("nchw", extra_use=True)
     ops = byteir_core.compile(text, target="reference").report["ops_per_backend"]["reference"]
     assert ops.get("stablehlo.multiply") == 2 and ops.get("stablehlo.subtract") == 1, ops
+
+
+def test_identical_clusters_share_one_kernel():
+    """Two layers with the same shapes (different weights, as arguments) -> one compiled kernel, used twice."""
+    text = func("%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %w: tensor<8x8xf32>",
+                "tensor<4x8xf32>", """
+  %t1 = stablehlo.tanh %x : tensor<4x8xf32>
+  %m1 = stablehlo.multiply %t1, %a : tensor<4x8xf32>
+  %d1 = stablehlo.dot_general %m1, %w, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<4x8xf32>
+  %t2 = stablehlo.tanh %d1 : tensor<4x8xf32>
+  %m2 = stablehlo.multiply %t2, %b : tensor<4x8xf32>
+  %d2 = stablehlo.dot_general %m2, %w, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<4x8xf32>
+  return %d2 : tensor<4x8xf32>""")
+    art = byteir_core.compile(text, target="cpu")
+    natives = [s for s in art.module.steps if s.callee == "cpu.native"]
+    assert len(natives) == 2 and len({s.kernel for s in natives}) == 1
+    assert [c["backend"] for c in art.report["clusters"] if c.get("same_as_earlier_cluster")] == ["cpu", "cpu_blas"]
+    rng = np.random.default_rng(5)
+    x, a, b = (rng.standard_normal((4, 8)).astype(np.float32) for _ in range(3))
+    w = rng.standard_normal((8, 8)).astype(np.float32)
+    expect = (np.tanh((np.tanh(x) * a) @ w) * b) @ w
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x, a, b, w), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_a_returned_reshape_is_written_in_place_by_its_producer():
+    text = func("%x: tensor<4x8xf32>, %w: tensor<8x6xf32>", "tensor<2x12xf32>", """
+  %d = stablehlo.dot_general %x, %w, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x6xf32>) -> tensor<4x6xf32>
+  %r = stablehlo.reshape %d : (tensor<4x6xf32>) -> tensor<2x12xf32>
+  return %r : tensor<2x12xf32>""")
+    art = byteir_core.compile(text, target="cpu")
+    assert [s.op for s in art.module.steps] == ["compute"]  # no copy into the output
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((8, 6)).astype(np.float32)
+    s = byteir_core.load(art.to_bytes())
+    for _ in range(2):  # the output buffer changes per request; the view follows it
+        np.testing.assert_allclose(s(x, w), (x @ w).reshape(2, 12), rtol=1e-5, atol=1e-5)
