@@ -336,3 +336,38 @@ def test_a_returned_reshape_is_written_in_place_by_its_producer():
     s = byteir_core.load(art.to_bytes())
     for _ in range(2):  # the output buffer changes per request; the view follows it
         np.testing.assert_allclose(s(x, w), (x @ w).reshape(2, 12), rtol=1e-5, atol=1e-5)
+
+
+def test_a_broadcast_shared_by_two_clusters_is_recomputed_in_each():
+    text = func("%x: tensor<4x8xf32>, %m: tensor<8xf32>, %w: tensor<8x8xf32>", "tensor<4x8xf32>", """
+  %b = stablehlo.broadcast_in_dim %m, dims = [1] : (tensor<8xf32>) -> tensor<4x8xf32>
+  %y = stablehlo.add %x, %b : tensor<4x8xf32>
+  %d = stablehlo.dot_general %y, %w, contracting_dims = [1] x [0] : (tensor<4x8xf32>, tensor<8x8xf32>) -> tensor<4x8xf32>
+  %z = stablehlo.multiply %d, %b : tensor<4x8xf32>
+  return %z : tensor<4x8xf32>""")
+    art = byteir_core.compile(text, target="cpu")
+    natives = [s for s in art.module.steps if s.callee == "cpu.native"]
+    assert [s.effects.count(2) for s in natives] == [1, 1]  # each writes only its own result, not %b
+    rng = np.random.default_rng(8)
+    x, m, w = rng.standard_normal((4, 8)), rng.standard_normal(8), rng.standard_normal((8, 8))
+    x, m, w = (a.astype(np.float32) for a in (x, m, w))
+    np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x, m, w), ((x + m) @ w) * m, rtol=1e-5, atol=1e-5)
+
+
+def test_a_reshape_only_another_backend_reads_is_a_view_not_a_cluster_result():
+    text = func("%x: tensor<4x8xf32>, %w: tensor<4x4xf32>", "tensor<8x4xf32>, tensor<4x8xf32>", """
+  %t = stablehlo.tanh %x : tensor<4x8xf32>
+  %r = stablehlo.reshape %t : (tensor<4x8xf32>) -> tensor<8x4xf32>
+  %u = stablehlo.exponential %x : tensor<4x8xf32>
+  %d = stablehlo.dot_general %r, %w, contracting_dims = [1] x [0] : (tensor<8x4xf32>, tensor<4x4xf32>) -> tensor<8x4xf32>
+  return %d, %u : tensor<8x4xf32>, tensor<4x8xf32>""")
+    art = byteir_core.compile(text, target="cpu")
+    bm = art.module
+    written = [tuple(bm.buffers[o].spec.shape) for s in bm.steps if s.callee == "cpu.native"
+               for o, e in zip(s.operands, s.effects) if e == 2]
+    assert (8, 4) not in written and len([s for s in bm.steps if s.callee == "cpu.native"]) == 1
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((4, 8)).astype(np.float32), rng.standard_normal((4, 4)).astype(np.float32)
+    d, u = byteir_core.load(art.to_bytes())(x, w)
+    np.testing.assert_allclose(d, np.tanh(x).reshape(8, 4) @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(u, np.exp(x), rtol=1e-6)

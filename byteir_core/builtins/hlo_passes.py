@@ -11,7 +11,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import PassGroup
 from .constant_folding import arith_constants_to_stablehlo, fold_constants
 from .resources import materialize_resources
-from .simplify import fold_conv_affine, simplify
+from .simplify import fold_conv_affine, rematerialize_broadcasts, simplify
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -41,6 +41,9 @@ GROUPS = [
     PassGroup("cse", "hlo", 50, pipeline="func.func(stablehlo-canonicalize-dynamism),cse,canonicalize",
               description="common subexpression elimination (and dynamic ops whose shapes folded to "
                           "constants made static)"),
+    PassGroup("rematerialize", "hlo", 60, run=rematerialize_broadcasts,
+              description="a broadcast used by several ops copied next to each (fused there, never written "
+                          "out), identity broadcasts removed"),
 ]
 
 

@@ -235,3 +235,37 @@ def simplify(module) -> None:
 def fold_conv_affine(module) -> None:
     """Runs after constant folding, when BatchNorm's ``rsqrt(var + eps) * gamma`` has become a constant."""
     _apply(module, {"stablehlo.convolution": _fold_channel_affine_into_conv})
+
+
+#: Ops cheap enough to recompute in every consumer: a copy of each goes next to each user, so no cluster has to
+#: write out a broadcast tensor for other clusters to read back (a 4-D attention mask, a scalar made a tensor).
+_REMATERIALIZE = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.iota"})
+
+
+def rematerialize_broadcasts(module) -> None:
+    """Identity broadcasts disappear; a broadcast (or iota) with several users gets one copy per user."""
+    for fn in module.body.operations:
+        if fn.operation.name != "func.func" or not fn.regions[0].blocks:
+            continue
+        for op in list(fn.regions[0].blocks[0].operations):
+            op = op.operation
+            if op.name not in _REMATERIALIZE:
+                continue
+            result = op.results[0]
+            if op.name == "stablehlo.broadcast_in_dim" and op.operands[0].type == result.type:
+                dims = [int(d) for d in ir.DenseI64ArrayAttr(op.attributes["broadcast_dimensions"])]
+                if dims == sorted(dims):
+                    result.replace_all_uses_with(op.operands[0])
+                    op.erase()
+                    continue
+            uses = [(getattr(u.owner, "operation", u.owner), u.operand_number) for u in result.uses]
+            if len(uses) < 2:
+                continue
+            for owner, idx in uses:
+                if owner.name == "func.return":
+                    continue
+                with ir.InsertionPoint(owner):
+                    clone = op.clone()
+                owner.operands[idx] = clone.results[0]
+            if not list(result.uses):
+                op.erase()

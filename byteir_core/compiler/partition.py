@@ -112,17 +112,35 @@ def partition_by_capability(ops, target: str, registry: Registry) -> Partition:
 
 def form_clusters(ops, assignment: dict, max_ops: dict[str, int | None] | None = None) -> list[tuple[str, list]]:
     """Maximal runs of consecutive ops assigned to the same backend, in program order, each at most
-    ``max_ops[backend]`` ops long."""
+    ``max_ops[backend]`` ops long. A reshape inside a run whose result only other backends (or the return)
+    read becomes its own cluster after the run: a view, instead of a copy the run writes out."""
     max_ops = max_ops or {}
     clusters: list[tuple[str, list]] = []
+    deferred: list = []  # reshapes only other backends read: views of their own, after the current run
+
+    def flush():
+        for r in deferred:
+            clusters.append((assignment[r], [r]))
+        deferred.clear()
+
     for op in ops:
         b = assignment[op]
         limit = max_ops.get(b)
         if clusters and clusters[-1][0] == b and (limit is None or len(clusters[-1][1]) < limit):
+            if getattr(op, "name", None) == "stablehlo.reshape" and _read_only_elsewhere(op, b, assignment):
+                deferred.append(op)  # inside the run it would be copied out as a cluster result
+                continue
             clusters[-1][1].append(op)
         else:
+            flush()
             clusters.append((b, [op]))
+    flush()
     return clusters
+
+
+def _read_only_elsewhere(op, backend: str, assignment: dict) -> bool:
+    users = [getattr(u.owner, "operation", u.owner) for u in op.results[0].uses]
+    return bool(users) and all(assignment.get(u, None) != backend for u in users)
 
 
 def ops_per_backend(assignment: dict) -> dict[str, dict[str, int]]:
