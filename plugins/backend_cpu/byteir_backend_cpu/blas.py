@@ -22,6 +22,7 @@ from byteir_core.mlir import ir, stablehlo_api
 
 CALLEE = "cpu.gemm"
 CONV_CALLEE = "cpu.conv"
+POOL_CALLEE = "cpu.maxpool"
 CONSTANTS_FORMAT = "npz-operands"  # constant operands folded into the kernel (NumPy .npz: lhs/rhs)
 TYPES = {"f32", "f64"}
 
@@ -44,6 +45,8 @@ class CpuGemmBackend(Backend):
     description = "dot_general and convolution as BLAS calls"
 
     def claims(self, op):
+        if op.name == "stablehlo.reduce_window":
+            return 20 if _maxpool_attrs(op) is not None else None
         if op.name not in ("stablehlo.dot_general", "stablehlo.convolution"):
             return None
         types = [v.type for v in list(op.operands) + list(op.results)]
@@ -56,6 +59,11 @@ class CpuGemmBackend(Backend):
     def compile(self, cluster: Cluster) -> CompiledCluster:
         block = cluster.module.body.operations[0].regions[0].blocks[0]
         ops = [o.operation for o in block.operations]
+        pools = [o for o in ops if o.name == "stablehlo.reduce_window"]
+        if pools:
+            if not isinstance(pools[0].operands[0], ir.BlockArgument):
+                raise ValueError("cpu_blas: max pooling of a constant is folded, not run")
+            return CompiledCluster(POOL_CALLEE, None, _maxpool_attrs(pools[0]))
         (dot,) = [o for o in ops if o.name in ("stablehlo.dot_general", "stablehlo.convolution")]
         args = list(block.arguments)
         constants = {}
@@ -77,6 +85,55 @@ class CpuGemmBackend(Backend):
 
 def _i64s(op, name, default):
     return list(op.attributes[name]) if name in op.attributes else default
+
+
+def _maxpool_attrs(op) -> dict | None:
+    """A ``reduce_window`` that is max pooling (f32, static, max body, -inf init, no base dilation, 1-3
+    windowed dims, exactly two dims passed through) as cpu.maxpool attributes, else None."""
+    if len(op.operands) != 2 or len(op.results) != 1:
+        return None
+    t = op.operands[0].type
+    if not (_static(t) and str(ir.RankedTensorType(t).element_type) == "f32"):
+        return None
+    init = op.operands[1].owner
+    init = getattr(init, "operation", init)
+    if not isinstance(init, ir.Operation) or init.name != "stablehlo.constant":
+        return None
+    if float(np.asarray(init.attributes["value"]).reshape(-1)[0]) != -np.inf:
+        return None
+    body = op.regions[0].blocks[0]
+    inner = [o.operation for o in body.operations]
+    if len(inner) != 2 or inner[0].name != "stablehlo.maximum" or \
+            set(inner[0].operands) != set(body.arguments) or inner[1].operands[0] != inner[0].results[0]:
+        return None
+    rank = len(ir.RankedTensorType(t).shape)
+    win = _i64s(op, "window_dimensions", [1] * rank)
+    strides = _i64s(op, "window_strides", [1] * rank)
+    if any(d != 1 for d in _i64s(op, "base_dilations", [1] * rank)):
+        return None
+    wdil = _i64s(op, "window_dilations", [1] * rank)
+    pad = np.asarray(op.attributes["padding"]).reshape(rank, 2) if "padding" in op.attributes else \
+        np.zeros((rank, 2), int)
+    spatial = [d for d in range(rank) if win[d] != 1 or strides[d] != 1 or pad[d].any() or wdil[d] != 1]
+    passed = [d for d in range(rank) if d not in spatial]
+    if len(passed) != 2 or not 1 <= len(spatial) <= 3 or (pad < 0).any():
+        return None
+    join = lambda xs: ",".join(str(int(x)) for x in xs)  # noqa: E731
+    return {"perm": join(passed + spatial), "window": join(win[d] for d in spatial),
+            "strides": join(strides[d] for d in spatial), "dilation": join(wdil[d] for d in spatial),
+            "padding": join(pad[spatial].reshape(-1))}
+
+
+def maxpool_numpy(x, window, strides, dilation, padding, out):
+    """``out`` (N, C, *spatial) = max pooling of ``x`` (N, C, *spatial) padded with -inf."""
+    n_sp = x.ndim - 2
+    x = np.pad(x, [(0, 0), (0, 0)] + [(padding[2 * i], padding[2 * i + 1]) for i in range(n_sp)],
+               constant_values=-np.inf)
+    eff = [(k - 1) * d + 1 for k, d in zip(window, dilation)]
+    win = np.lib.stride_tricks.sliding_window_view(x, eff, axis=tuple(range(2, 2 + n_sp)))
+    win = win[(slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides)
+              + tuple(slice(None, None, d) for d in dilation)]
+    np.max(win, axis=tuple(range(2 + n_sp, 2 + 2 * n_sp)), out=out)
 
 
 def _conv_supported(op) -> bool:
@@ -143,7 +200,7 @@ def _ints(s: str) -> list[int]:
 class CpuGemmProvider(Provider):
     name = "cpu_blas"
     device = "cpu"
-    callees = (CALLEE, CONV_CALLEE)
+    callees = (CALLEE, CONV_CALLEE, POOL_CALLEE)
     description = "(batched) GEMM and convolution through NumPy's BLAS"
 
     def __init__(self):
@@ -156,6 +213,8 @@ class CpuGemmProvider(Provider):
     def load(self, callee, kernel, attrs):
         if callee == CONV_CALLEE:
             return self._load_conv(callee, kernel, attrs)
+        if callee == POOL_CALLEE:
+            return self._load_pool(callee, attrs)
         try:
             lb, lc = _ints(attrs["lhs_batch"]), _ints(attrs["lhs_contract"])
             rb, rc = _ints(attrs["rhs_batch"]), _ints(attrs["rhs_contract"])
@@ -200,6 +259,9 @@ class CpuGemmProvider(Provider):
 
         return run
 
+    def _load_pool(self, callee, attrs):
+        return _load_pool_impl(callee, attrs)
+
     def _load_conv(self, callee, kernel, attrs):
         try:
             in_perm, k_perm, out_perm = _ints(attrs["input"]), _ints(attrs["kernel"]), _ints(attrs["output"])
@@ -235,6 +297,31 @@ class CpuGemmProvider(Provider):
             np.copyto(out, canonical.transpose(out_inv))
 
         return run
+
+
+def _load_pool_impl(callee, attrs):
+    try:
+        perm, window, strides = _ints(attrs["perm"]), _ints(attrs["window"]), _ints(attrs["strides"])
+        dilation, padding = _ints(attrs["dilation"]), _ints(attrs["padding"])
+    except KeyError as e:
+        raise ProviderError(f"{callee}: missing attribute {e}") from None
+    inv = list(np.argsort(perm))
+    onednn = None
+    if _use_dnnl():
+        from . import dnnl
+
+        onednn = dnnl.MaxPool(perm, window, strides, dilation, padding)
+
+    def run(inputs, outputs):
+        x, out = inputs[0], outputs[0]
+        if onednn is not None and x.dtype == np.float32:
+            onednn(x, out)
+            return
+        canonical = np.empty([out.shape[d] for d in perm], out.dtype)
+        maxpool_numpy(x.transpose(perm), window, strides, dilation, padding, canonical)
+        np.copyto(out, canonical.transpose(inv))
+
+    return run
 
 
 def _use_dnnl() -> bool:

@@ -35,6 +35,7 @@ TAG_PLAIN = {1: 2, 2: 3, 3: 4, 4: 5, 5: 6}
 TAG = {"ab": 3, "ba": 14, "abc": 4, "acb": 15, "abcd": 5, "acdb": 22, "abcde": 6, "abdc": 20, "acbd": 21}
 FORWARD_INFERENCE = 96
 CONV_DIRECT = 1
+POOLING_MAX = 511
 ELTWISE = {"relu": 32, "gelu_erf": 49, "gelu_tanh": 43, "logistic": 41, "tanh": 33, "clip": 46}
 BINARY = {"add": 131056, "mul": 131057}
 Q_SRC_MD, Q_WEIGHTS_MD, Q_DST_MD, Q_SCRATCHPAD_MD, Q_IMPL_INFO = 129, 131, 133, 136, 8
@@ -287,6 +288,49 @@ class Conv:
 
 
 _DT_NAME = {np.dtype(np.float32): "f32"}
+
+
+class MaxPool:
+    """Max pooling (padding reads as -inf) over arrays of any layout: ``perm`` lists the dims taken as N, C and
+    the spatial dims. Runs in the layout the arrays have (oneDNN describes them by strides)."""
+
+    def __init__(self, perm, window, strides, dilation, padding):
+        self.L = lib()
+        self.perm, self.window, self.strides, self.dilation, self.padding = perm, window, strides, dilation, padding
+        self._plans: dict = {}
+        self.lock = threading.Lock()
+        self.impl = None
+
+    def _md(self, a):
+        return self.L.md_strided([a.shape[d] for d in self.perm], _DT_NAME[a.dtype],
+                                 [a.strides[d] // a.itemsize for d in self.perm])
+
+    def _plan(self, x, out):
+        L = self.L
+        n_sp = len(self.window)
+        pd = ctypes.c_void_p()
+        src, dst = self._md(x), self._md(out)
+        L.check(L.lib.dnnl_pooling_forward_primitive_desc_create(
+            ctypes.byref(pd), L.engine, FORWARD_INFERENCE, POOLING_MAX, src, dst, Dims(*self.strides),
+            Dims(*self.window), Dims(*[d - 1 for d in self.dilation]),
+            Dims(*[self.padding[2 * i] for i in range(n_sp)]), Dims(*[self.padding[2 * i + 1] for i in range(n_sp)]),
+            None), f"max pooling {list(x.shape)} -> {list(out.shape)}")
+        self.impl = L.impl_name(pd)
+        mems = {ARG_SRC: L.memory(src), ARG_DST: L.memory(dst)}
+        args = [ExecArg(a, m.value) for a, m in mems.items()]
+        return {"prim": L.primitive(pd), "mems": mems, "exec": (ExecArg * len(args))(*args), "n": len(args)}
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
+        L = self.L
+        key = (x.shape, x.strides, out.shape, out.strides)
+        with self.lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = self._plan(x, out)
+            L.lib.dnnl_memory_set_data_handle(plan["mems"][ARG_SRC], ctypes.c_void_p(x.ctypes.data))
+            L.lib.dnnl_memory_set_data_handle(plan["mems"][ARG_DST], ctypes.c_void_p(out.ctypes.data))
+            L.check(L.lib.dnnl_primitive_execute(plan["prim"], L.stream, plan["n"], plan["exec"]),
+                    f"max pooling ({self.impl})")
 
 
 class Matmul:

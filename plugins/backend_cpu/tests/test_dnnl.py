@@ -109,3 +109,49 @@ def test_weights_of_the_artifact_are_marked_constant():
     assert conv.attrs["const_operands"] == "1"
     (gemm,) = [s for s in art.module.steps if s.callee == "cpu.gemm"]
     assert gemm.attrs["const_operands"] == ""
+
+
+def maxpool_program(shape, window, strides, pad):
+    t = "x".join(map(str, shape))
+    out = [(shape[d] + pad[d][0] + pad[d][1] - window[d]) // strides[d] + 1 for d in range(4)]
+    ot = "x".join(map(str, out))
+    return f"""func.func @main(%x: tensor<{t}xf32>) -> tensor<{ot}xf32> {{
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %r = "stablehlo.reduce_window"(%x, %ninf) ({{
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %m = stablehlo.maximum %a, %b : tensor<f32>
+      stablehlo.return %m : tensor<f32>
+  }}) {{window_dimensions = array<i64: {', '.join(map(str, window))}>, window_strides = array<i64: {', '.join(map(str, strides))}>, padding = dense<{[list(p) for p in pad]}> : tensor<4x2xi64>}} : (tensor<{t}xf32>, tensor<f32>) -> tensor<{ot}xf32>
+  return %r : tensor<{ot}xf32>
+}}"""
+
+
+def ref_maxpool(x, window, strides, pad):
+    xp = np.pad(x, pad, constant_values=-np.inf)
+    win = np.lib.stride_tricks.sliding_window_view(xp, window)[tuple(slice(None, None, s) for s in strides)]
+    return win.max(axis=(4, 5, 6, 7))
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("use_dnnl", ["1", "0"])
+def test_max_pooling_is_a_library_call(layout, use_dnnl, monkeypatch):
+    monkeypatch.setenv("BYTEIR_CPU_DNNL", use_dnnl)
+    dnnl.available.cache_clear()
+    try:
+        if layout == "nchw":
+            shape, window, strides, pad = (2, 5, 13, 12), (1, 1, 3, 3), (1, 1, 2, 2), ((0, 0), (0, 0), (1, 1), (1, 0))
+        else:
+            shape, window, strides, pad = (2, 13, 12, 5), (1, 3, 2, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (0, 0), (0, 0))
+        art = byteir_core.compile(maxpool_program(shape, window, strides, pad), target="cpu")
+        assert [s.callee for s in art.module.steps] == ["cpu.maxpool"]
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_array_equal(byteir_core.load(art.to_bytes())(x), ref_maxpool(x, window, strides, pad))
+    finally:
+        dnnl.available.cache_clear()
+
+
+def test_other_reduce_windows_stay_in_generated_code():
+    text = maxpool_program((1, 2, 6, 6), (1, 1, 2, 2), (1, 1, 2, 2), ((0, 0),) * 4).replace(
+        "stablehlo.maximum %a", "stablehlo.add %a").replace("0xFF800000", "0.0")
+    art = byteir_core.compile(text, target="cpu")
+    assert [s.callee for s in art.module.steps] == ["cpu.native"]
