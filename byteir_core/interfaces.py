@@ -146,6 +146,12 @@ class Backend:
         """Priority (higher wins) with which this backend takes ``op`` (an ``ir.Operation``), or None."""
         raise NotImplementedError
 
+    def starts_cluster(self, op) -> bool:
+        """Whether ``op`` (claimed by this backend) must begin a new cluster: a library backend that fuses an
+        epilogue into each call (convolution + bias + ReLU) says yes for the library op, so each cluster is one
+        call and the ops after it."""
+        return False
+
     def compile(self, cluster: Cluster) -> CompiledCluster:
         raise NotImplementedError
 

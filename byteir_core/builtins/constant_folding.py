@@ -5,7 +5,7 @@
   weight in the layout the kernel wants, instead of a transpose run on every call.
 - Any other op whose operands are all constants and whose results are small is evaluated by the StableHLO
   reference interpreter. Only ops the interpreter supports are folded (it aborts the process on others), and
-  only when every result has at most :data:`MAX_FOLDED_ELEMENTS` elements, so constants never grow.
+  only when every result has at most :data:`MAX_FOLDED_ELEMENTS` elements, so constants never grow (nor are broadcasts of non-splat constants folded).
 """
 
 from __future__ import annotations
@@ -39,7 +39,16 @@ def _foldable(op) -> bool:
 
     return (op.name != "stablehlo.constant" and len(op.regions) == 0
             and all(_is_constant(v) for v in op.operands)
-            and all(_small(r.type) for r in op.results) and interpreter_supports(op))
+            and all(_small(r.type) for r in op.results) and not _expands(op) and interpreter_supports(op))
+
+
+def _expands(op) -> bool:
+    """A broadcast of a non-splat constant: folding it would store every copy (a per-channel bias as a whole
+    activation-sized tensor); consumers read the broadcast for free instead."""
+    if op.name != "stablehlo.broadcast_in_dim":
+        return False
+    attr = op.operands[0].owner.operation.attributes["value"]
+    return not (isinstance(attr, ir.DenseElementsAttr) and attr.is_splat)
 
 
 _LAYOUT_OPS = ("stablehlo.transpose", "stablehlo.reshape", "stablehlo.convert")

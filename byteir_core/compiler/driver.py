@@ -262,7 +262,8 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     compute_ops = [op for op in body if op.name != "stablehlo.constant"]
     part = partition_by_capability(compute_ops, target, registry)
     clusters = form_clusters(compute_ops, part.assignment,
-                             {n: b.max_cluster_ops for n, b in registry.backends.items()})
+                             {n: b.max_cluster_ops for n, b in registry.backends.items()},
+                             starts=lambda op, b: registry.backends[b].starts_cluster(op))
 
     # Entry signature: inputs, outputs, weights.
     bm = ByreModule(args=[], buffers=[], steps=[], kernels={}, weights={})

@@ -110,10 +110,12 @@ def partition_by_capability(ops, target: str, registry: Registry) -> Partition:
     return part
 
 
-def form_clusters(ops, assignment: dict, max_ops: dict[str, int | None] | None = None) -> list[tuple[str, list]]:
+def form_clusters(ops, assignment: dict, max_ops: dict[str, int | None] | None = None,
+                  starts=None) -> list[tuple[str, list]]:
     """Maximal runs of consecutive ops assigned to the same backend, in program order, each at most
     ``max_ops[backend]`` ops long. A reshape inside a run whose result only other backends (or the return)
-    read becomes its own cluster after the run: a view, instead of a copy the run writes out."""
+    read becomes its own cluster after the run: a view, instead of a copy the run writes out. ``starts(op,
+    backend)`` True begins a new cluster at ``op`` (:meth:`Backend.starts_cluster`)."""
     max_ops = max_ops or {}
     clusters: list[tuple[str, list]] = []
     deferred: list = []  # reshapes only other backends read: views of their own, after the current run
@@ -126,7 +128,8 @@ def form_clusters(ops, assignment: dict, max_ops: dict[str, int | None] | None =
     for op in ops:
         b = assignment[op]
         limit = max_ops.get(b)
-        if clusters and clusters[-1][0] == b and (limit is None or len(clusters[-1][1]) < limit):
+        if clusters and clusters[-1][0] == b and (limit is None or len(clusters[-1][1]) < limit) and \
+                not (starts is not None and starts(op, b)):
             if getattr(op, "name", None) == "stablehlo.reshape" and _read_only_elsewhere(op, b, assignment):
                 deferred.append(op)  # inside the run it would be copied out as a cluster result
                 continue

@@ -41,10 +41,15 @@ class CpuGemmBackend(Backend):
     name = "cpu_blas"
     device = "cpu"
     targets = ("cpu",)
-    max_cluster_ops = 1
+    max_cluster_ops = None  # one library call per cluster (starts_cluster), plus the epilogue fused into it
     description = "dot_general and convolution as BLAS calls"
 
+    def starts_cluster(self, op):
+        return op.name in ANCHORS
+
     def claims(self, op):
+        if op.name in EPILOGUE_OPS:
+            return 30 if _epilogue_ok(op) else None
         if op.name == "stablehlo.reduce_window":
             return 20 if _maxpool_attrs(op) is not None else None
         if op.name not in ("stablehlo.dot_general", "stablehlo.convolution"):
@@ -64,7 +69,10 @@ class CpuGemmBackend(Backend):
             if not isinstance(pools[0].operands[0], ir.BlockArgument):
                 raise ValueError("cpu_blas: max pooling of a constant is folded, not run")
             return CompiledCluster(POOL_CALLEE, None, _maxpool_attrs(pools[0]))
-        (dot,) = [o for o in ops if o.name in ("stablehlo.dot_general", "stablehlo.convolution")]
+        anchors = [o for o in ops if o.name in ANCHORS]
+        if len(anchors) != 1 or anchors[0] is not [o for o in ops if o.name != "stablehlo.constant"][0]:
+            raise ValueError(f"cpu_blas: a cluster is one library op and its epilogue, got {[o.name for o in ops]}")
+        dot = anchors[0]
         args = list(block.arguments)
         constants = {}
         for side, v in zip(("lhs", "rhs"), dot.operands):
@@ -78,13 +86,159 @@ class CpuGemmBackend(Backend):
         # runtime operands that are artifact weights (the provider prepacks them once)
         const_operands = ",".join(str(i) for i in cluster.constant_inputs)
         if dot.name == "stablehlo.convolution":
-            return CompiledCluster(CONV_CALLEE, kernel, {**_conv_attrs(dot), "const_operands": const_operands})
+            epilogue = _epilogue_steps(dot, ops, list(block.arguments), cluster)
+            return CompiledCluster(CONV_CALLEE, kernel, {**_conv_attrs(dot), "const_operands": const_operands,
+                                                         "epilogue": epilogue})
         attrs = {k: ",".join(map(str, v)) for k, v in _dims(dot).items()}
         return CompiledCluster(CALLEE, kernel, {**attrs, "const_operands": const_operands})
 
 
 def _i64s(op, name, default):
     return list(op.attributes[name]) if name in op.attributes else default
+
+
+ANCHORS = frozenset({"stablehlo.dot_general", "stablehlo.convolution", "stablehlo.reduce_window"})
+EPILOGUE_OPS = frozenset({"stablehlo.add", "stablehlo.maximum", "stablehlo.broadcast_in_dim"})
+
+
+def _producer(v):
+    o = v.owner
+    o = getattr(o, "operation", o)
+    return o if isinstance(o, ir.Operation) else None
+
+
+def _users(v) -> list:
+    return [getattr(u.owner, "operation", u.owner) for u in v.uses]
+
+
+def _previous(op):
+    """The op just before ``op`` in its block (None for the first)."""
+    prev = None
+    for o in op.block.operations:
+        o = o.operation
+        if o == op:
+            return prev
+        prev = o
+    return None
+
+
+def _is_zero(v) -> bool:
+    o = _producer(v)
+    while o is not None and o.name == "stablehlo.broadcast_in_dim":
+        o = _producer(o.operands[0])
+    if o is None or o.name != "stablehlo.constant":
+        return False
+    a = o.attributes["value"]
+    return isinstance(a, ir.DenseElementsAttr) and a.is_splat and float(np.asarray(a).reshape(-1)[0]) == 0.0
+
+
+def _chain_conv(v):
+    """The convolution whose fused epilogue ends in ``v`` (a conv result, or an epilogue op's), else None.
+    Every link has a single use and follows its predecessor directly in program order (so the partitioner's
+    runs keep the chain in the convolution's cluster)."""
+    o = _producer(v)
+    if o is None or len(_users(v)) != 1:
+        return None
+    if o.name == "stablehlo.convolution":
+        t = ir.RankedTensorType(v.type)
+        return o if (_static(t) and str(t.element_type) == "f32" and _conv_supported(o)
+                     and all(_static(x.type) for x in o.operands)) else None
+    if o.name in ("stablehlo.add", "stablehlo.maximum") and _epilogue_ok(o):
+        return _chain_conv(_chain_input(o))
+    return None
+
+
+def _chain_input(op):
+    """The operand of an epilogue add/maximum that continues the chain (the other is bias/residual/zero)."""
+    a, b = op.operands
+    pa, pb = _producer(a), _producer(b)
+    if op.name == "stablehlo.maximum":
+        return a if _is_zero(b) else b
+    if pb is not None and pb.name == "stablehlo.broadcast_in_dim" and _bias_vector(pb) is not None:
+        return a
+    if pa is not None and pa.name == "stablehlo.broadcast_in_dim" and _bias_vector(pa) is not None:
+        return b
+    chain_like = ("stablehlo.convolution", "stablehlo.add", "stablehlo.maximum")
+    candidates = [v for v, p in ((a, pa), (b, pb)) if p is not None and p.name in chain_like]
+    if len(candidates) == 2:  # both are convolution chains (a downsampled shortcut): the one just before
+        prev = _previous(op)
+        candidates.sort(key=lambda v: _producer(v) != prev)
+    for v in candidates:
+        if _chain_conv(v) is not None:
+            return v
+    return b
+
+
+def _bias_vector(bcast):
+    """``bcast`` is a broadcast of a rank-1 cluster-local constant along one dim: that dim, else None."""
+    src = _producer(bcast.operands[0])
+    if src is None or src.name != "stablehlo.constant" or len(ir.RankedTensorType(src.results[0].type).shape) != 1:
+        return None
+    dims = [int(d) for d in ir.DenseI64ArrayAttr(bcast.attributes["broadcast_dimensions"])]
+    return dims[0] if len(dims) == 1 else None
+
+
+def _epilogue_ok(op) -> bool:
+    """Whether ``op`` is a link of a convolution's epilogue that oneDNN runs as part of the call: the bias
+    broadcast, ``+ bias`` (per output channel), ``+ residual`` (a whole tensor), ``max(x, 0)``."""
+    if op.name == "stablehlo.broadcast_in_dim":
+        users = _users(op.results[0])
+        if len(users) != 1 or users[0].name != "stablehlo.add" or _bias_vector(op) is None:
+            return False
+        add = users[0]
+        other = add.operands[1] if add.operands[0] == op.results[0] else add.operands[0]
+        conv = _chain_conv(other)
+        if conv is None or _previous(add) != op or _previous(op) != _producer(other):
+            return False
+        fd = stablehlo_api.ConvDimensionNumbers(conv.attributes["dimension_numbers"]).output_feature_dimension
+        return _bias_vector(op) == fd
+    if not all(_static(v.type) and str(ir.RankedTensorType(v.type).element_type) == "f32"
+               for v in list(op.operands) + list(op.results)):
+        return False
+    if op.operands[0].type != op.results[0].type or op.operands[1].type != op.results[0].type:
+        return False
+    x = _chain_input(op)
+    px = _producer(x)
+    if px is None or _chain_conv(x) is None:
+        return False
+    other = op.operands[1] if op.operands[0] == x else op.operands[0]
+    po = _producer(other)
+    if op.name == "stablehlo.maximum":
+        return _is_zero(other) and _previous(op) == px
+    if po is not None and po.name == "stablehlo.broadcast_in_dim" and _bias_vector(po) is not None:
+        return _previous(op) == po and _previous(po) == px
+    return _previous(op) == px and po != px  # + residual
+
+
+def _epilogue_steps(conv, ops, args, cluster) -> str:
+    """The cluster's ops after ``conv`` as oneDNN post-op steps: ``bias:<input>`` (a per-channel vector, as
+    a cluster input or ``c<k>`` a constant carried in the kernel), ``add:<input>`` (a whole tensor),
+    ``relu``; ';'-separated."""
+    steps = []
+    cur = conv.results[0]
+    for o in ops:
+        if o == conv or o.name in ("stablehlo.constant", "stablehlo.broadcast_in_dim", "func.return"):
+            continue
+        if cur not in list(o.operands):
+            raise ValueError(f"cpu_blas: {o.name} does not continue the convolution's epilogue")
+        other = o.operands[1] if o.operands[0] == cur else o.operands[0]
+        if o.name == "stablehlo.maximum":
+            steps.append("relu")
+        else:
+            po = _producer(other)
+            if po is not None and po.name == "stablehlo.broadcast_in_dim":
+                src = po.operands[0]
+                if src in args:  # a weight: the runtime passes it
+                    steps.append(f"bias@{args.index(src)}")
+                else:
+                    vec = np.asarray(_producer(src).attributes["value"]).astype(np.float32)
+                    steps.append("bias=" + ",".join(repr(float(x)) for x in vec))
+            else:
+                steps.append(f"add:{args.index(other) if other in args else -1}")
+        cur = o.results[0]
+    if any(s == "add:-1" for s in steps):
+        raise ValueError("cpu_blas: a residual operand must be a cluster input")
+    return ";".join(steps)
 
 
 def _maxpool_attrs(op) -> dict | None:
@@ -274,12 +428,23 @@ class CpuGemmProvider(Provider):
         identity_out = out_perm == sorted(out_perm)
         const = set(_ints(attrs.get("const_operands", "")))
         w_index = 0 if "lhs" in constants else 1  # runtime operand index of the weights
+        steps = [s for s in attrs.get("epilogue", "").split(";") if s]
+        feature = out_perm[1]
+        fused = _fusable(steps)
         onednn = None
         if _use_dnnl():
             from . import dnnl
 
+            post = tuple("sum" if s.startswith("add:") else s for s in steps
+                         if not s.startswith("bias")) if fused else ()
             onednn = dnnl.Conv(in_perm, k_perm, out_perm, strides, padding, dilation, groups,
-                               const_weights="rhs" in constants or w_index in const)
+                               const_weights="rhs" in constants or w_index in const,
+                               bias=fused and bool(steps) and steps[0].startswith("bias"), post_ops=post)
+        fixed_bias = {i: np.array([float(v) for v in s[5:].split(",")], np.float32)
+                      for i, s in enumerate(steps) if s.startswith("bias=")}
+
+        def vector(i, inputs):
+            return fixed_bias[i] if i in fixed_bias else inputs[int(steps[i][5:])]
 
         def run(inputs, outputs):
             it = iter(inputs)
@@ -287,14 +452,28 @@ class CpuGemmProvider(Provider):
             w = constants["rhs"] if "rhs" in constants else next(it)
             out = outputs[0]
             if onednn is not None and x.dtype == np.float32:
+                if fused:
+                    bias = vector(0, inputs) if steps and steps[0].startswith("bias") else None
+                    res = next((inputs[int(s[4:])] for s in steps if s.startswith("add:")), None)
+                    onednn(x, w, out, bias, res)
+                    return
                 onednn(x, w, out)
-                return
-            if identity_out:  # NCHW-style output: the GEMMs write into it directly
+            elif identity_out:  # NCHW-style output: the GEMMs write into it directly
                 conv_im2col(x.transpose(in_perm), w.transpose(k_perm), strides, padding, dilation, groups, out)
-                return
-            canonical = np.empty([out.shape[d] for d in out_perm], out.dtype)  # (N, O, *spatial)
-            conv_im2col(x.transpose(in_perm), w.transpose(k_perm), strides, padding, dilation, groups, canonical)
-            np.copyto(out, canonical.transpose(out_inv))
+            else:
+                canonical = np.empty([out.shape[d] for d in out_perm], out.dtype)  # (N, O, *spatial)
+                conv_im2col(x.transpose(in_perm), w.transpose(k_perm), strides, padding, dilation, groups,
+                            canonical)
+                np.copyto(out, canonical.transpose(out_inv))
+            for i, s in enumerate(steps):  # the epilogue, unfused
+                if s.startswith("bias"):
+                    shape = [1] * out.ndim
+                    shape[feature] = out.shape[feature]
+                    out += vector(i, inputs).reshape(shape)
+                elif s.startswith("add:"):
+                    out += inputs[int(s[4:])]
+                else:
+                    np.maximum(out, 0, out=out)
 
         return run
 
@@ -322,6 +501,13 @@ def _load_pool_impl(callee, attrs):
         np.copyto(out, canonical.transpose(inv))
 
     return run
+
+
+def _fusable(steps: list[str]) -> bool:
+    """oneDNN takes an epilogue of the form [bias] [+ tensor] [relu] as bias argument and post-ops."""
+    kinds = ["bias" if s.startswith("bias") else "add" if s.startswith("add:") else s for s in steps]
+    order = {"bias": 0, "add": 1, "relu": 2}
+    return len(set(kinds)) == len(kinds) and kinds == sorted(kinds, key=order.__getitem__)
 
 
 def _use_dnnl() -> bool:

@@ -203,8 +203,10 @@ class Conv:
     once when they are artifact constants. Primitives are created on first call per shape.
     """
 
-    def __init__(self, in_perm, k_perm, out_perm, strides, padding, dilation, groups, const_weights: bool):
+    def __init__(self, in_perm, k_perm, out_perm, strides, padding, dilation, groups, const_weights: bool,
+                 bias: bool = False, post_ops: tuple[str, ...] = ()):
         self.L = lib()
+        self.bias, self.post_ops = bias, tuple(post_ops)  # post-ops: "sum" (+ a tensor), "relu", in order
         self.in_perm, self.k_perm, self.out_perm = in_perm, k_perm, out_perm
         self.strides, self.padding, self.dilation, self.groups = strides, padding, dilation, groups
         self.const_weights = const_weights
@@ -232,12 +234,27 @@ class Conv:
         pd = ctypes.c_void_p()
         pad_l = [self.padding[2 * i] for i in range(n_sp)]
         pad_r = [self.padding[2 * i + 1] for i in range(n_sp)]
+        n_out = out.shape[self.out_perm[1]]
+        bias_md = L.md([n_out], dt, "plain") if self.bias else None
+        attr = None
+        if self.post_ops:
+            attr, po = ctypes.c_void_p(), ctypes.c_void_p()
+            L.check(L.lib.dnnl_primitive_attr_create(ctypes.byref(attr)), "attributes")
+            L.check(L.lib.dnnl_post_ops_create(ctypes.byref(po)), "post-ops")
+            for p in self.post_ops:
+                if p == "sum":
+                    L.check(L.lib.dnnl_post_ops_append_sum(po, ctypes.c_float(1.0), ctypes.c_int32(0), 0), "sum")
+                else:
+                    L.check(L.lib.dnnl_post_ops_append_eltwise(po, ELTWISE[p], ctypes.c_float(0.0),
+                                                               ctypes.c_float(0.0)), p)
+            L.check(L.lib.dnnl_primitive_attr_set_post_ops(attr, po), "post-ops")
         L.check(L.lib.dnnl_convolution_forward_primitive_desc_create(
             ctypes.byref(pd), L.engine, FORWARD_INFERENCE, CONV_DIRECT,
-            L.md([x.shape[d] for d in self.in_perm], dt, "any"), L.md(wdims, dt, "any"), None,
+            L.md([x.shape[d] for d in self.in_perm], dt, "any"), L.md(wdims, dt, "any"), bias_md,
             L.md([out.shape[d] for d in self.out_perm], dt, "any"),
-            Dims(*self.strides), Dims(*[d - 1 for d in self.dilation]), Dims(*pad_l), Dims(*pad_r), None),
-            f"convolution {list(x.shape)} * {list(w.shape)} -> {list(out.shape)}")
+            Dims(*self.strides), Dims(*[d - 1 for d in self.dilation]), Dims(*pad_l), Dims(*pad_r), attr),
+            f"convolution {list(x.shape)} * {list(w.shape)} -> {list(out.shape)}"
+            + (f" with {'+'.join(self.post_ops)}" if self.post_ops else ""))
         self.impl = L.impl_name(pd)
         plan = {"prim": L.primitive(pd)}
         mems = {}
@@ -252,6 +269,10 @@ class Conv:
                 plan[arg] = (_Reorder(L, want, user), buf)
             else:
                 plan[arg] = (_Reorder(L, user, want), buf)
+        if self.bias:
+            mems[ARG_BIAS] = L.memory(bias_md)
+        if "sum" in self.post_ops and ARG_DST in plan:  # the tensor to add goes into oneDNN's dst first
+            plan["residual"] = _Reorder(L, o_md, L.query(pd, Q_DST_MD))
         args = list(mems.items())
         plan["mems"] = mems
         exec_args = [ExecArg(a, m.value) for a, m in args]
@@ -260,7 +281,8 @@ class Conv:
         plan["packed"] = False
         return plan
 
-    def __call__(self, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    def __call__(self, x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None,
+                 residual: np.ndarray | None = None) -> None:
         L = self.L
         key = (x.shape, x.strides, w.shape, w.strides, out.shape, out.strides, x.dtype)
         with self.lock:
@@ -280,6 +302,13 @@ class Conv:
                     set_handle(mems[arg], ctypes.c_void_p(a.ctypes.data))
             if ARG_DST not in plan:
                 set_handle(mems[ARG_DST], ctypes.c_void_p(out.ctypes.data))
+            if self.bias:
+                set_handle(mems[ARG_BIAS], ctypes.c_void_p(bias.ctypes.data))
+            if "sum" in self.post_ops:
+                if ARG_DST in plan:
+                    plan["residual"](residual.ctypes.data, plan[ARG_DST][1].ctypes.data)
+                elif residual is not out:
+                    np.copyto(out, residual)
             L.check(L.lib.dnnl_primitive_execute(plan["prim"], L.stream, plan["n"], plan["exec"]),
                     f"convolution ({self.impl})")
             if ARG_DST in plan:

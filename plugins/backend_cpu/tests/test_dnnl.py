@@ -155,3 +155,72 @@ def test_other_reduce_windows_stay_in_generated_code():
         "stablehlo.maximum %a", "stablehlo.add %a").replace("0xFF800000", "0.0")
     art = byteir_core.compile(text, target="cpu")
     assert [s.callee for s in art.module.steps] == ["cpu.native"]
+
+
+def _vec(v):
+    return "dense<[" + ", ".join(repr(float(x)) for x in v) + "]> : tensor<%dxf32>" % len(v)
+
+
+def residual_block_program(c, bias1, bias2, bias_sc):
+    """relu(conv2(relu(conv1(x) + b1)) + b2 + (conv_sc(x) + b_sc)): a ResNet block with a projection shortcut,
+    weights as arguments, biases as constants."""
+    t = f"tensor<1x{c}x8x8xf32>"
+    wt = f"tensor<{c}x{c}x3x3xf32>"
+    w1t = f"tensor<{c}x{c}x1x1xf32>"
+    dn = "dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1]"
+    attrs = "{batch_group_count = 1 : i64, feature_group_count = 1 : i64}"
+
+    def conv(name, src, w, wty, pad):
+        return (f"  %{name} = stablehlo.convolution(%{src}, %{w}) {dn}, window = {{pad = [[{pad}, {pad}], [{pad}, {pad}]]}}"
+                f" {attrs} : ({t}, {wty}) -> {t}\n")
+
+    def bias(name, src, v):
+        return (f"  %{name}c = stablehlo.constant {_vec(v)}\n"
+                f"  %{name}b = stablehlo.broadcast_in_dim %{name}c, dims = [1] : (tensor<{c}xf32>) -> {t}\n"
+                f"  %{name} = stablehlo.add %{src}, %{name}b : {t}\n")
+
+    body = (conv("c1", "x", "w1", wt, 1) + bias("y1", "c1", bias1) +
+            f"  %z = stablehlo.constant dense<0.0> : {t}\n  %r1 = stablehlo.maximum %y1, %z : {t}\n" +
+            conv("c2", "r1", "w2", wt, 1) + bias("y2", "c2", bias2) +
+            conv("cs", "x", "ws", w1t, 0) + bias("ys", "cs", bias_sc) +
+            f"  %s = stablehlo.add %y2, %ys : {t}\n  %r = stablehlo.maximum %s, %z : {t}\n  return %r : {t}")
+    return f"func.func @main(%x: {t}, %w1: {wt}, %w2: {wt}, %ws: {w1t}) -> {t} {{\n{body}\n}}"
+
+
+@pytest.mark.parametrize("use_dnnl", ["1", "0"])
+def test_bias_residual_and_relu_are_fused_into_the_convolutions(use_dnnl, monkeypatch):
+    monkeypatch.setenv("BYTEIR_CPU_DNNL", use_dnnl)
+    dnnl.available.cache_clear()
+    try:
+        c = 8
+        b1, b2, bs = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+        art = byteir_core.compile(residual_block_program(c, b1, b2, bs), target="cpu")
+        convs = [s for s in art.module.steps if s.callee == "cpu.conv"]
+        assert len(convs) == len(art.module.steps) == 3  # nothing left for generated code
+        kinds = sorted(";".join(p.split("=")[0].split(":")[0] for p in s.attrs["epilogue"].split(";")) for s in convs)
+        assert kinds == ["bias", "bias;add;relu", "bias;relu"], kinds
+        x = rng.standard_normal((1, c, 8, 8)).astype(np.float32)
+        w1, w2 = (rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.3 for _ in range(2))
+        ws = rng.standard_normal((c, c, 1, 1)).astype(np.float32)
+        sh = (1, c, 1, 1)
+        r1 = np.maximum(ref_conv(x, w1, [1, 1], [1] * 4, [1, 1], 1) + b1.reshape(sh), 0)
+        y2 = ref_conv(r1, w2, [1, 1], [1] * 4, [1, 1], 1) + b2.reshape(sh)
+        ys = ref_conv(x, ws, [1, 1], [0] * 4, [1, 1], 1) + bs.reshape(sh)
+        session = byteir_core.load(art.to_bytes())
+        for _ in range(2):
+            np.testing.assert_allclose(session(x, w1, w2, ws), np.maximum(y2 + ys, 0), rtol=1e-4, atol=1e-4)
+    finally:
+        dnnl.available.cache_clear()
+
+
+def test_an_add_that_is_not_an_epilogue_stays_out_of_the_library_call():
+    """conv(x) + y where y is computed after the convolution: not adjacent, so generated code adds."""
+    text = """func.func @main(%x: tensor<1x4x6x6xf32>, %w: tensor<4x4x3x3xf32>, %y: tensor<1x4x6x6xf32>) -> tensor<1x4x6x6xf32> {
+  %c = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {pad = [[1, 1], [1, 1]]} {batch_group_count = 1 : i64, feature_group_count = 1 : i64} : (tensor<1x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<1x4x6x6xf32>
+  %t = stablehlo.tanh %y : tensor<1x4x6x6xf32>
+  %s = stablehlo.add %c, %t : tensor<1x4x6x6xf32>
+  return %s : tensor<1x4x6x6xf32>
+}"""
+    art = byteir_core.compile(text, target="cpu")
+    assert [s.callee for s in art.module.steps] == ["cpu.conv", "cpu.native"]
+    assert art.module.steps[0].attrs["epilogue"] == ""
