@@ -371,3 +371,49 @@ def test_a_reshape_only_another_backend_reads_is_a_view_not_a_cluster_result():
     d, u = byteir_core.load(art.to_bytes())(x, w)
     np.testing.assert_allclose(d, np.tanh(x).reshape(8, 4) @ w, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(u, np.exp(x), rtol=1e-6)
+
+
+def test_nchw_convolutions_become_channels_last_and_their_transposes_cancel():
+    rng = np.random.default_rng(10)
+    w1 = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    w2 = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    dn = "dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {pad = [[1, 1], [1, 1]]}"
+    at = "{batch_group_count = 1 : i64, feature_group_count = 1 : i64}"
+    lit = lambda a: "dense<" + np.array2string(a, separator=",", precision=9, threshold=10**6).replace("\n", "") + ">"  # noqa: E731
+    text = func("%x: tensor<1x2x8x8xf32>", "tensor<1x5xf32>, tensor<1x4x8x8xf32>", f"""
+  %w1 = stablehlo.constant {lit(w1)} : tensor<4x2x3x3xf32>
+  %w2 = stablehlo.constant {lit(w2)} : tensor<5x4x3x3xf32>
+  %c1 = stablehlo.convolution(%x, %w1) {dn} {at} : (tensor<1x2x8x8xf32>, tensor<4x2x3x3xf32>) -> tensor<1x4x8x8xf32>
+  %bc = stablehlo.constant {lit(b)} : tensor<4xf32>
+  %bb = stablehlo.broadcast_in_dim %bc, dims = [1] : (tensor<4xf32>) -> tensor<1x4x8x8xf32>
+  %y = stablehlo.add %c1, %bb : tensor<1x4x8x8xf32>
+  %z = stablehlo.constant dense<0.0> : tensor<1x4x8x8xf32>
+  %r = stablehlo.maximum %y, %z : tensor<1x4x8x8xf32>
+  %ninf = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %p = "stablehlo.reduce_window"(%r, %ninf) ({{
+    ^bb0(%a: tensor<f32>, %e: tensor<f32>):
+      %m = stablehlo.maximum %a, %e : tensor<f32>
+      stablehlo.return %m : tensor<f32>
+  }}) {{window_dimensions = array<i64: 1, 1, 2, 2>, window_strides = array<i64: 1, 1, 2, 2>}} : (tensor<1x4x8x8xf32>, tensor<f32>) -> tensor<1x4x4x4xf32>
+  %c2 = stablehlo.convolution(%p, %w2) {dn} {at} : (tensor<1x4x4x4xf32>, tensor<5x4x3x3xf32>) -> tensor<1x5x4x4xf32>
+  %zero = stablehlo.constant dense<0.0> : tensor<f32>
+  %s = stablehlo.reduce(%c2 init: %zero) applies stablehlo.add across dimensions = [2, 3] : (tensor<1x5x4x4xf32>, tensor<f32>) -> tensor<1x5xf32>
+  return %s, %r : tensor<1x5xf32>, tensor<1x4x8x8xf32>""")
+    art = byteir_core.compile(text, target="reference")
+    ops = art.report["ops_per_backend"]["reference"]
+    # the input is transposed once; %r, returned in NCHW, once; nothing between the convolutions
+    assert ops["stablehlo.transpose"] == 2, ops
+    x = rng.standard_normal((1, 2, 8, 8)).astype(np.float32)
+
+    def conv(a, w):
+        ap = np.pad(a, [(0, 0), (0, 0), (1, 1), (1, 1)])
+        h = a.shape[2]
+        return sum(np.einsum("nchw,oc->nohw", ap[:, :, i:i + h, j:j + h], w[:, :, i, j])
+                   for i in range(3) for j in range(3))
+
+    r = np.maximum(conv(x, w1) + b.reshape(1, 4, 1, 1), 0)
+    p = r.reshape(1, 4, 4, 2, 4, 2).max(axis=(3, 5))
+    s, r_out = byteir_core.load(art.to_bytes())(x)
+    np.testing.assert_allclose(r_out, r, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(s, conv(p, w2).sum(axis=(2, 3)), rtol=1e-4, atol=1e-3)

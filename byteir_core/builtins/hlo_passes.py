@@ -11,6 +11,7 @@ from ..hookspecs import hookimpl
 from ..interfaces import PassGroup
 from .constant_folding import arith_constants_to_stablehlo, fold_constants
 from .resources import materialize_resources
+from .layout import nhwc_convolutions
 from .simplify import fold_conv_affine, rematerialize_broadcasts, simplify
 
 BYTEIR_PLUGIN_API = "1.0"
@@ -38,6 +39,9 @@ GROUPS = [
     PassGroup("fold-conv-affine", "hlo", 45, run=fold_conv_affine,
               description="per-channel scale and shift after a convolution (inference BatchNorm) folded into "
                           "its constant weights and one bias add"),
+    PassGroup("nhwc-convolutions", "hlo", 47, run=nhwc_convolutions,
+              description="2-D NCHW convolutions made channels-last, the transposes moved through the ops "
+                          "between them until they cancel"),
     PassGroup("cse", "hlo", 50, pipeline="func.func(stablehlo-canonicalize-dynamism),cse,canonicalize",
               description="common subexpression elimination (and dynamic ops whose shapes folded to "
                           "constants made static)"),

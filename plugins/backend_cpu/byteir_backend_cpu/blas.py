@@ -122,6 +122,11 @@ def _previous(op):
     return None
 
 
+def _same(a, b) -> bool:
+    """``a == b`` for operations that may be None (the bindings refuse to compare an operation with None)."""
+    return a is not None and b is not None and a == b
+
+
 def _is_zero(v) -> bool:
     o = _producer(v)
     while o is not None and o.name == "stablehlo.broadcast_in_dim":
@@ -162,7 +167,7 @@ def _chain_input(op):
     candidates = [v for v, p in ((a, pa), (b, pb)) if p is not None and p.name in chain_like]
     if len(candidates) == 2:  # both are convolution chains (a downsampled shortcut): the one just before
         prev = _previous(op)
-        candidates.sort(key=lambda v: _producer(v) != prev)
+        candidates.sort(key=lambda v: not _same(_producer(v), prev))
     for v in candidates:
         if _chain_conv(v) is not None:
             return v
@@ -188,7 +193,7 @@ def _epilogue_ok(op) -> bool:
         add = users[0]
         other = add.operands[1] if add.operands[0] == op.results[0] else add.operands[0]
         conv = _chain_conv(other)
-        if conv is None or _previous(add) != op or _previous(op) != _producer(other):
+        if conv is None or not _same(_previous(add), op) or not _same(_previous(op), _producer(other)):
             return False
         fd = stablehlo_api.ConvDimensionNumbers(conv.attributes["dimension_numbers"]).output_feature_dimension
         return _bias_vector(op) == fd
@@ -204,10 +209,10 @@ def _epilogue_ok(op) -> bool:
     other = op.operands[1] if op.operands[0] == x else op.operands[0]
     po = _producer(other)
     if op.name == "stablehlo.maximum":
-        return _is_zero(other) and _previous(op) == px
+        return _is_zero(other) and _same(_previous(op), px)
     if po is not None and po.name == "stablehlo.broadcast_in_dim" and _bias_vector(po) is not None:
-        return _previous(op) == po and _previous(po) == px
-    return _previous(op) == px and po != px  # + residual
+        return _same(_previous(op), po) and _same(_previous(po), px)
+    return _same(_previous(op), px) and not _same(po, px)  # + residual
 
 
 def _epilogue_steps(conv, ops, args, cluster) -> str:

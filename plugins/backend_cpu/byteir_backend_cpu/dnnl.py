@@ -250,8 +250,9 @@ class Conv:
             L.check(L.lib.dnnl_primitive_attr_set_post_ops(attr, po), "post-ops")
         L.check(L.lib.dnnl_convolution_forward_primitive_desc_create(
             ctypes.byref(pd), L.engine, FORWARD_INFERENCE, CONV_DIRECT,
-            L.md([x.shape[d] for d in self.in_perm], dt, "any"), L.md(wdims, dt, "any"), bias_md,
-            L.md([out.shape[d] for d in self.out_perm], dt, "any"),
+            x_md if _channels_last(x, self.in_perm) else L.md([x.shape[d] for d in self.in_perm], dt, "any"),
+            L.md(wdims, dt, "any"), bias_md,
+            o_md if _channels_last(out, self.out_perm) else L.md([out.shape[d] for d in self.out_perm], dt, "any"),
             Dims(*self.strides), Dims(*[d - 1 for d in self.dilation]), Dims(*pad_l), Dims(*pad_r), attr),
             f"convolution {list(x.shape)} * {list(w.shape)} -> {list(out.shape)}"
             + (f" with {'+'.join(self.post_ops)}" if self.post_ops else ""))
@@ -317,6 +318,11 @@ class Conv:
 
 
 _DT_NAME = {np.dtype(np.float32): "f32"}
+
+
+def _channels_last(a: np.ndarray, perm) -> bool:
+    """Channels innermost (NHWC): oneDNN's kernels run on that layout as it is, with no reorder."""
+    return a.strides[perm[1]] == a.itemsize and a.shape[perm[1]] > 1
 
 
 class MaxPool:
