@@ -4,10 +4,10 @@ Why: oneDNN's JIT kernels pick AVX-512 / AVX2 code for the CPU they run on, prep
 layout that kernel wants (once, for weights that are artifact constants), and run on the same Intel OpenMP
 runtime (libiomp5) as our multithreaded generated kernels: one thread pool, not two fighting for the cores.
 
-The enum values below are oneDNN 3.2's (``dnnl_types.h``; the distribution is pinned to that version, and
-``tests/test_dnnl.py`` re-derives them from the headers when ``onednn-devel-cpu-iomp`` is installed).
-Nothing here is imported until an artifact uses a ``cpu.dnnl.*`` callee, and the compiler only emits those
-when :func:`available` says the library loads.
+The enum values below are oneDNN 3.2's (printed from that release's ``dnnl_types.h``); the distribution is
+pinned to that version and the library's version is checked when it loads. Nothing here loads the library
+until an artifact's ``cpu.gemm`` / ``cpu.conv`` / ``cpu.maxpool`` step runs; ``BYTEIR_CPU_DNNL=0`` (or a
+machine without the wheel) sends those steps to NumPy instead.
 """
 
 from __future__ import annotations
@@ -188,13 +188,25 @@ class _Reorder:
         L.check(L.lib.dnnl_primitive_execute(self.prim, L.stream, 2, self.args), "reorder")
 
 
+class _Planned:
+    """A oneDNN operation whose primitive (and its memory objects) is made on first call per array shapes and
+    strides, then reused; one call at a time (the memory objects hold the data pointers)."""
+
+    def _plan_for(self, *arrays):
+        key = tuple((a.shape, a.strides) for a in arrays) + (arrays[0].dtype,)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(*arrays)
+        return plan
+
+
 def _aligned(nbytes: int) -> np.ndarray:
     buf = np.empty(nbytes + 64, np.uint8)
     off = (-buf.ctypes.data) % 64
     return buf[off:off + nbytes]
 
 
-class Conv:
+class Conv(_Planned):
     """A StableHLO convolution (any dimension numbers) as a oneDNN forward-inference convolution.
 
     The arrays come in the layout the program has (``in_perm`` = positions of batch, feature, spatial dims);
@@ -285,11 +297,8 @@ class Conv:
     def __call__(self, x: np.ndarray, w: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None,
                  residual: np.ndarray | None = None) -> None:
         L = self.L
-        key = (x.shape, x.strides, w.shape, w.strides, out.shape, out.strides, x.dtype)
         with self.lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plans[key] = self._plan(x, w, out)
+            plan = self._plan_for(x, w, out)
             set_handle = L.lib.dnnl_memory_set_data_handle
             mems = plan["mems"]
             for arg, a in ((ARG_SRC, x), (ARG_WEIGHTS, w)):
@@ -325,7 +334,7 @@ def _channels_last(a: np.ndarray, perm) -> bool:
     return a.strides[perm[1]] == a.itemsize and a.shape[perm[1]] > 1
 
 
-class MaxPool:
+class MaxPool(_Planned):
     """Max pooling (padding reads as -inf) over arrays of any layout: ``perm`` lists the dims taken as N, C and
     the spatial dims. Runs in the layout the arrays have (oneDNN describes them by strides)."""
 
@@ -357,18 +366,15 @@ class MaxPool:
 
     def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
         L = self.L
-        key = (x.shape, x.strides, out.shape, out.strides)
         with self.lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plans[key] = self._plan(x, out)
+            plan = self._plan_for(x, out)
             L.lib.dnnl_memory_set_data_handle(plan["mems"][ARG_SRC], ctypes.c_void_p(x.ctypes.data))
             L.lib.dnnl_memory_set_data_handle(plan["mems"][ARG_DST], ctypes.c_void_p(out.ctypes.data))
             L.check(L.lib.dnnl_primitive_execute(plan["prim"], L.stream, plan["n"], plan["exec"]),
                     f"max pooling ({self.impl})")
 
 
-class Matmul:
+class Matmul(_Planned):
     """``out[b] = lhs[b] @ rhs[b]`` for (B, M, K) x (B, K, N) -> (B, M, N) arrays of any strides, as a oneDNN
     matmul. Weights that are artifact constants are prepacked once into the layout the kernel wants; others are
     read where they are."""
@@ -406,11 +412,8 @@ class Matmul:
 
     def __call__(self, lhs: np.ndarray, rhs: np.ndarray, out: np.ndarray) -> None:
         L = self.L
-        key = (lhs.shape, lhs.strides, rhs.shape, rhs.strides, out.shape, out.strides, lhs.dtype)
         with self.lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = self._plans[key] = self._plan(lhs, rhs, out)
+            plan = self._plan_for(lhs, rhs, out)
             set_handle = L.lib.dnnl_memory_set_data_handle
             mems = plan["mems"]
             set_handle(mems[ARG_SRC], ctypes.c_void_p(lhs.ctypes.data))
