@@ -6,7 +6,7 @@ runtime (libiomp5) as our multithreaded generated kernels: one thread pool, not 
 
 The enum values below are oneDNN 3.2's (printed from that release's ``dnnl_types.h``); the distribution is
 pinned to that version and the library's version is checked when it loads. Nothing here loads the library
-until an artifact's ``cpu.gemm`` / ``cpu.conv`` / ``cpu.maxpool`` step runs; ``BYTEIR_CPU_DNNL=0`` (or a
+until an artifact with a ``cpu.gemm`` / ``cpu.conv`` / ``cpu.maxpool`` step is loaded; ``BYTEIR_CPU_DNNL=0`` (or a
 machine without the wheel) sends those steps to NumPy instead.
 """
 
