@@ -228,7 +228,7 @@ class Conv(_Planned):
 
     def _md_of(self, a: np.ndarray, perm, groups: int = 1):
         dims = [a.shape[d] for d in perm]
-        st = [a.strides[d] // a.itemsize for d in perm]
+        st = [_elem_strides(a)[d] for d in perm]
         if groups > 1:  # weights (O, I, ...) -> (G, O/G, I, ...)
             dims = [groups, dims[0] // groups] + dims[1:]
             st = [st[0] * (dims[1])] + st
@@ -329,6 +329,14 @@ class Conv(_Planned):
 _DT_NAME = {np.dtype(np.float32): "f32"}
 
 
+def _elem_strides(a: np.ndarray) -> list[int]:
+    """Strides in elements, a size-1 dim's made that of a dense outer dim: NumPy gives a new axis stride 0,
+    which oneDNN reads as a broadcast and answers with its reference kernel (a 2048^3 matmul: 40 s)."""
+    st = [s // a.itemsize for s in a.strides]
+    outer = max((s * n for s, n in zip(st, a.shape) if n > 1), default=1)
+    return [outer if n == 1 else s for s, n in zip(st, a.shape)]
+
+
 def _channels_last(a: np.ndarray, perm) -> bool:
     """Channels innermost (NHWC): oneDNN's kernels run on that layout as it is, with no reorder."""
     return a.strides[perm[1]] == a.itemsize and a.shape[perm[1]] > 1
@@ -347,7 +355,7 @@ class MaxPool(_Planned):
 
     def _md(self, a):
         return self.L.md_strided([a.shape[d] for d in self.perm], _DT_NAME[a.dtype],
-                                 [a.strides[d] // a.itemsize for d in self.perm])
+                                 [_elem_strides(a)[d] for d in self.perm])
 
     def _plan(self, x, out):
         L = self.L
@@ -387,7 +395,7 @@ class Matmul(_Planned):
         self.impl = None
 
     def _md(self, a: np.ndarray):
-        return self.L.md_strided(list(a.shape), _DT_NAME[a.dtype], [s // a.itemsize for s in a.strides])
+        return self.L.md_strided(list(a.shape), _DT_NAME[a.dtype], _elem_strides(a))
 
     def _plan(self, lhs, rhs, out):
         L = self.L

@@ -226,3 +226,13 @@ def test_an_add_that_is_not_an_epilogue_stays_out_of_the_library_call():
     art = byteir_core.compile(text, target="cpu")
     assert [s.callee for s in art.module.steps] == ["cpu.conv", "cpu.native"]
     assert art.module.steps[0].attrs["epilogue"] == ""
+
+
+def test_a_new_axis_is_not_read_as_a_broadcast():
+    """NumPy gives a size-1 axis stride 0; passed as is, oneDNN picks its reference kernel (seconds per call)."""
+    a, b = rng.standard_normal((96, 80)).astype(np.float32), rng.standard_normal((80, 72)).astype(np.float32)
+    out = np.empty((1, 96, 72), np.float32)
+    mm = dnnl.Matmul(const_rhs=False)
+    mm(a[None], b[None], out)
+    np.testing.assert_allclose(out[0], a @ b, rtol=1e-4, atol=1e-4)
+    assert "ref" not in mm.impl, mm.impl
