@@ -11,6 +11,7 @@ and the provider refuses to load it on a CPU without them.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import re
@@ -182,6 +183,7 @@ _FLOAT_LITERAL = re.compile(r"(?<![\w.%@$\"-])(f0x[0-9A-Fa-f]+|[-+]?\d+\.\d+(?:e
 _FLOAT_TYPE = re.compile(r"\b(half|bfloat|float|double|x86_fp80|fp128)\b")
 
 
+@lru_cache(maxsize=1 << 16)
 def _as_llvm22_literal(token: str, kind: str) -> str:
     """One float literal of type ``kind`` in the form LLVM 22 parses: float/double as the bits of the value as a
     double (``0x`` + 16 digits: exact), half as ``0xH``, bfloat as ``0xR``."""
@@ -240,11 +242,14 @@ def _older_float_syntax(text: str) -> str:
     for line in text.split("\n"):
         if not line.startswith(("declare", "!", ";", "attributes", "source_filename", "target")) and \
                 _FLOAT_TYPE.search(line):
-            def sub(mo, line=line):
-                kinds = _FLOAT_TYPE.findall(line, 0, mo.start())
-                if not kinds:
+            types = [(m.start(), m.group(1)) for m in _FLOAT_TYPE.finditer(line)]
+            starts = [t[0] for t in types]
+
+            def sub(mo, types=types, starts=starts):
+                k = bisect.bisect_left(starts, mo.start())  # the last type named before the literal
+                if k == 0:
                     return mo.group(0)
-                return _as_llvm22_literal(mo.group(0), kinds[-1])
+                return _as_llvm22_literal(mo.group(0), types[k - 1][1])
             line = _FLOAT_LITERAL.sub(sub, line)
         out.append(line)
     return "\n".join(out)
