@@ -194,6 +194,11 @@ def _attrs(call) -> dict:
     return out
 
 
+#: The attributes of a ``byteir.*`` call as Python values (``scale``, ``causal``, ``operand_present``, ...): what a
+#: backend that claims the call reads.
+attrs_of = _attrs
+
+
 def byteir_calls(module) -> list:
     """(op, call target) of every ``byteir.*`` custom call in ``module``."""
     found = []

@@ -1,0 +1,1 @@
+"""byteir's CUDA backend: see :mod:`byteir_backend_cuda.plugin`."""
