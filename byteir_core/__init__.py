@@ -39,8 +39,9 @@ def compile(model, example_inputs=None, *, target="cpu", frontend=None, pass_gro
                     output=output, dump_dir=dump_dir, **kwargs)
 
 
-def load(source, device="cpu", *, expected_sha256=None):
-    """Load an artifact (path, bytes or Artifact) into a :class:`Session`."""
+def load(source, device=None, *, expected_sha256=None):
+    """Load an artifact (path, bytes or Artifact) into a :class:`Session` that runs on ``device`` (None: on the
+    devices it was compiled for; a provider may offer variants, e.g. ``"cuda-interpret"``)."""
     from .runtime.session import load as _load
 
     return _load(source, device, expected_sha256=expected_sha256)

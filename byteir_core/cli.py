@@ -62,6 +62,16 @@ def _print_report(console, report: dict) -> None:
     console.print(f"fallback chain: {' -> '.join(report.get('fallback_chain', []))}")
     for note in report.get("notes", []):
         console.print(f"note: {note}")
+    if set(report.get("devices", {})) - {"cpu"} or report.get("copies"):
+        console.print("steps per device: " + ", ".join(f"{d} {n}" for d, n in report["devices"].items())
+                      + "; arenas: " + ", ".join(f"{d} {n} bytes" for d, n in report.get("arenas", {}).items()))
+        crossings: dict[tuple[str, str], list[int]] = {}
+        for c in report.get("copies", []):
+            acc = crossings.setdefault((c["src_device"], c["dst_device"]), [0, 0])
+            acc[0] += 1
+            acc[1] += c["bytes"]
+        for (src, dst), (n, nbytes) in crossings.items():
+            console.print(f"copies {src} -> {dst}: {n} ({nbytes} bytes per run)")
     t = Table(title="ops per backend")
     t.add_column("backend")
     t.add_column("op")
@@ -196,7 +206,8 @@ def cmd_inspect(args) -> int:
         console.print(f"backend {b}: {sum(ops.values())} ops ({', '.join(f'{k} x{v}' for k, v in ops.items())})")
     console.print(f"steps: {summary['steps']}")
     console.print(f"weights: {summary['weights']['count']} ({summary['weights']['bytes']} bytes); "
-                  f"arena: {summary['arena_bytes']} bytes")
+                  + (f"arena: {summary['arena_bytes']} bytes" if set(summary["arenas"]) <= {"cpu"} else
+                     "arenas: " + ", ".join(f"{d} {n} bytes" for d, n in summary["arenas"].items())))
     for k in summary["kernels"]:
         console.print(f"kernel {k['name']}: {k['backend']}, {k['format']}, {k['bytes']} bytes")
     for p in summary.get("extracted", []):

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .dtypes import TensorSpec
+from .dtypes import TensorSpec, copy_into
 
 #: The plugin API this core implements. A plugin module sets ``BYTEIR_PLUGIN_API = "1.0"``; a different
 #: major version is refused (listed as ``incompatible``) and a missing one is assumed to be this version.
@@ -162,22 +162,126 @@ class Backend:
 KernelFn = Callable[[Sequence[np.ndarray], Sequence[np.ndarray]], None]
 
 
+class DeviceMemory:
+    """The memory of one runtime device: how the session allocates, views and moves its buffers.
+
+    The runtime never looks inside a device array; it only hands arrays back to the memory that made them and
+    to the device's providers. :class:`HostMemory` (NumPy) is the memory of device ``cpu``; a plugin whose
+    chip has memory of its own returns its own subclass from :meth:`Provider.memory`.
+    """
+
+    device: str = "cpu"
+
+    def allocate(self, nbytes: int) -> Any:
+        """A flat byte buffer of ``nbytes`` on the device (the session's arenas, weights and staging buffers)."""
+        raise NotImplementedError
+
+    def view(self, buffer, byte_offset: int, spec: TensorSpec) -> Any:
+        """A typed array (``spec.shape``, ``spec.np_dtype``) viewing ``buffer`` from ``byte_offset``, without
+        copying; ``buffer`` is one :meth:`allocate` returned or itself a view."""
+        raise NotImplementedError
+
+    def from_host(self, host: np.ndarray, dst) -> None:
+        """Copy the host array ``host`` into the device array ``dst`` (equal nbytes)."""
+        raise NotImplementedError
+
+    def to_host(self, src) -> np.ndarray:
+        """A new host array with ``src``'s shape, dtype and contents."""
+        raise NotImplementedError
+
+    def copy(self, src, dst) -> None:
+        """Copy between two arrays of this device (equal nbytes)."""
+        raise NotImplementedError
+
+    def import_array(self, x, spec: TensorSpec) -> Any | None:
+        """A zero-copy array of this device over the caller's object ``x`` (a CuPy array, a torch tensor on the
+        device, any DLPack producer) when ``x`` lives on this device, else None (the session then uploads a
+        host copy). The result must have ``spec``'s shape and dtype; the session checks."""
+        return None
+
+    def export(self, array, like) -> Any:
+        """Hand the output ``array`` back in the caller's kind: ``like`` is one of the caller's inputs that
+        :meth:`import_array` took (a torch tensor asks for a torch tensor back), or None."""
+        return array
+
+    def synchronize(self, stream) -> None:
+        """Wait until the work queued on ``stream`` (None: the device's default stream) has finished."""
+
+
+class HostMemory(DeviceMemory):
+    """Host memory as NumPy arrays: the memory of device ``cpu``, and the default of every provider, so a
+    simulator (or a chip that shares host memory) needs nothing more."""
+
+    device = "cpu"
+
+    def allocate(self, nbytes: int) -> np.ndarray:
+        return np.empty(nbytes, dtype=np.uint8)
+
+    def view(self, buffer: np.ndarray, byte_offset: int, spec: TensorSpec) -> np.ndarray:
+        raw = buffer.reshape(-1).view(np.uint8)[byte_offset:byte_offset + spec.nbytes]
+        return raw.view(spec.np_dtype).reshape(spec.shape)
+
+    def from_host(self, host: np.ndarray, dst: np.ndarray) -> None:
+        copy_into(dst, host)
+
+    def to_host(self, src: np.ndarray) -> np.ndarray:
+        return np.array(src, copy=True)
+
+    def copy(self, src: np.ndarray, dst: np.ndarray) -> None:
+        copy_into(dst, src)
+
+    def import_array(self, x, spec: TensorSpec) -> np.ndarray | None:
+        from .runtime.session import as_numpy  # the runtime's reading of NumPy, torch CPU and DLPack objects
+
+        try:
+            arr = as_numpy(x)
+        except (TypeError, ValueError):  # not host memory (InputError is a ValueError: a torch CUDA tensor)
+            return None
+        return arr if arr.flags.c_contiguous else None  # a strided view: the session copies it (or refuses it)
+
+    def export(self, array: np.ndarray, like) -> Any:
+        if like is not None and type(like).__module__.startswith("torch"):
+            from .runtime.session import like_torch
+
+            return like_torch([array])[0]
+        return array
+
+
 class Provider:
     """Executes ByRE callees on a device.
 
     :meth:`load` is called once per ``byre.compute`` when a Session loads an artifact and returns a function
     ``fn(inputs, outputs)`` that reads the input buffers and writes the output buffers in place. That function
     may be called from several threads at once (one per request): keep per-call state local.
+
+    The buffers are arrays of the provider's device, made by its :meth:`memory` (NumPy arrays for ``cpu``).
     """
 
     name: str = ""
     device: str = "cpu"
     callees: tuple[str, ...] = ()
     description: str = ""
+    #: True when the fn returned by :meth:`load` takes a third argument, the request's stream (what the caller
+    #: gave ``Session.new_request_context(stream)``, None by default): ``fn(inputs, outputs, stream)``.
+    takes_stream: bool = False
+
+    def open(self, device: str | None) -> "Provider":
+        """Called once per Session for each provider the artifact uses, with the device the user asked for
+        (None: as compiled; e.g. ``"cuda"``, or a variant such as ``"cuda-interpret"``). Returns the provider
+        that loads this session's callees (default: ``self``). Raise :class:`~byteir_core.errors.ProviderError`
+        with one line (``no CUDA driver / GPU found: ...``) when the device cannot be used."""
+        return self
+
+    def memory(self) -> DeviceMemory:
+        """The memory of this provider's device (asked of the provider :meth:`open` returned). Providers of one
+        device must agree on it: the session takes it from the first of them. Default: host memory."""
+        return HostMemory()
 
     def load(self, callee: str, kernel: Kernel | None, attrs: dict) -> KernelFn:
         raise NotImplementedError
 
     def allocate(self, nbytes: int) -> np.ndarray:
-        """A byte buffer of ``nbytes`` on this provider's device (host memory for ``cpu``)."""
+        """A byte buffer of ``nbytes`` on this provider's device (host memory for ``cpu``).
+
+        Kept for older providers; the session allocates through :meth:`memory`."""
         return np.empty(nbytes, dtype=np.uint8)

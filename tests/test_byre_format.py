@@ -1,13 +1,16 @@
-"""ByRE v1: text <-> bytecode round trips, and every kind of bad artifact gives ByreFormatError."""
+"""ByRE 1.1: text <-> bytecode round trips, the version rules, and every kind of bad artifact gives ByreFormatError."""
 
 import re
 
 import numpy as np
 import pytest
-from programs import MLP, mlp_numpy
+from programs import MLP, func, mlp_numpy
 
 import byteir_core
-from byteir_core.byre import read_artifact
+from byteir_core.byre import Artifact, read_artifact
+from byteir_core.byre.format import READ, WRITE, Arg, Buffer, ByreModule, Step
+from byteir_core.compiler.memplan import plan_memory
+from byteir_core.dtypes import TensorSpec
 from byteir_core.errors import ArtifactIntegrityError, ByreFormatError
 
 
@@ -20,7 +23,7 @@ def art(tmp_path_factory):
 def test_bytecode_and_text_round_trip(art, tmp_path):
     text_path = art.save(tmp_path / "mlp.byre.mlir")
     text = text_path.read_text()
-    assert "byre.version = \"1.0\"" in text and '"byre.compute"' in text and "byre.entry_point" in text
+    assert "byre.version = \"1.1\"" in text and '"byre.compute"' in text and "byre.entry_point" in text
     from_text = read_artifact(text_path)
     from_bytes = read_artifact(art.path)
     # same program either way: args, steps, kernels and weights (payloads byte for byte)
@@ -57,15 +60,43 @@ def _rewrite(path, tmp_path, old, new, name="edited.byre.mlir"):
 
 
 def test_newer_major_version_is_refused_naming_both(art, tmp_path):
-    p = _rewrite(art.path, tmp_path, 'byre.version = "1.0"', 'byre.version = "2.3"')
+    p = _rewrite(art.path, tmp_path, 'byre.version = "1.1"', 'byre.version = "2.3"')
     with pytest.raises(ByreFormatError) as e:
         read_artifact(p)
-    assert str(p) in str(e.value) and "2.3" in str(e.value) and "1.x" in str(e.value)
+    assert str(p) in str(e.value) and "2.3" in str(e.value) and "up to 1.1" in str(e.value)
 
 
-def test_newer_minor_version_loads(art, tmp_path):
-    p = _rewrite(art.path, tmp_path, 'byre.version = "1.0"', 'byre.version = "1.7"')
-    assert read_artifact(p).module.version == "1.7"
+def test_newer_minor_version_is_refused_by_name(art, tmp_path):
+    """A minor bump may place buffers where an older reader would not look (1.1: devices): refuse, naming both."""
+    p = _rewrite(art.path, tmp_path, 'byre.version = "1.1"', 'byre.version = "1.2"')
+    with pytest.raises(ByreFormatError, match=r"written as ByRE 1\.2, but this reader \(byteir-core .+\) "
+                                              r"understands ByRE up to 1\.1; upgrade byteir-core") as e:
+        read_artifact(p)
+    assert str(p) in str(e.value)
+
+
+def test_a_byre_1_0_file_still_loads_and_runs(tmp_path):
+    """What byteir-core 0.1.0 wrote: version 1.0, one host arena in byre.arena_bytes, no byre.arenas or devices."""
+    double = byteir_core.compile(func("%x: tensor<4xf32>", "tensor<4xf32>", "  %y = stablehlo.add %x, %x : "
+                                      "tensor<4xf32>\n  return %y : tensor<4xf32>"), target="reference").module
+    spec = TensorSpec((4,), "f32")
+    twice = [Step("compute", [0, 2], callee="reference.stablehlo", kernel="k", effects=[READ, WRITE],
+                  backend="reference"),
+             Step("compute", [2, 1], callee="reference.stablehlo", kernel="k", effects=[READ, WRITE],
+                  backend="reference")]
+    bm = ByreModule(args=[Arg("x", "input", spec), Arg("y", "output", spec)],
+                    buffers=[Buffer(0, spec, "arg", arg=0), Buffer(1, spec, "arg", arg=1), Buffer(2, spec, "alloc")],
+                    steps=twice, kernels={"k": next(iter(double.kernels.values()))}, weights={}, version="1.0")
+    plan_memory(bm)
+    old = re.sub(r"byre\.arenas = \{[^}]*\}, ", "", Artifact(bm).text(elide_payloads=False))
+    assert "byre.arenas" not in old and "byre.device" not in old and 'byre.version = "1.0"' in old
+    assert "byre.arena_bytes = 64 : i64" in old
+    p = tmp_path / "old.byre.mlir"
+    p.write_text(old)
+    m = read_artifact(p).module
+    assert m.version == "1.0" and m.arenas == {"cpu": 64} and m.buffers[2].device == "cpu"
+    x = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    np.testing.assert_array_equal(byteir_core.load(p)(x), 4 * x)
 
 
 def test_truncated_bytecode(art, tmp_path):
@@ -95,7 +126,7 @@ def test_corrupted_payload_is_detected(art, tmp_path):
     (b"", "empty"),
     (b"\x7fELF\x02\x01\x01" + bytes(100), "not a ByRE artifact"),
     (b"module {\n}\n", "not a ByRE artifact"),
-    (b'module attributes {byre.version = "1.0"} {\n}\n', "no entry function"),
+    (b'module attributes {byre.version = "1.1"} {\n}\n', "no entry function"),
     (b'module attributes {byre.version = "one"} {\n}\n', "not MAJOR.MINOR"),
     (b'module attributes {byre.version = "1.0"} { func.func @main( }', "truncated or corrupted MLIR text"),
 ])

@@ -49,7 +49,7 @@ def test_compile_run_inspect(tmp_path):
     r = byteir("inspect", out, "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["byre_version"] == "1.0" and info["manifest"]["target"] == "cpu"
+    assert info["byre_version"] == "1.1" and info["manifest"]["target"] == "cpu"
     assert info["manifest"]["byteir_core"] and info["weights"]["bytes"] > 0 and info["kernels"]
     assert len(info["sha256"]) == 64
 
@@ -60,7 +60,7 @@ def test_compile_run_inspect(tmp_path):
     magic = {"stablehlo-portable": b"ML\xefR", "elf-shared-object": b"\x7fELF", "npz-operands": b"PK"}
     for f, k in zip(files, info["kernels"]):
         assert f.stat().st_size == k["bytes"] and f.read_bytes().startswith(magic[k["format"]])
-    assert '"byre.compute"' in r.stdout and "ByRE 1.0" in r.stdout
+    assert '"byre.compute"' in r.stdout and "ByRE 1.1" in r.stdout
 
     r = byteir("run", out, "--sha256", "f" * 64)
     assert_clean_error(r, "pinned")
@@ -197,6 +197,22 @@ def test_run_random_inputs_checksum_and_npz_round_trip(tmp_path):
         np.testing.assert_allclose(y.sum(axis=-1), np.ones(4), rtol=1e-5)
 
 
+def test_verbose_compile_and_inspect_show_devices_and_crossings(tmp_path):
+    """The ASIC template's device: where its steps run, its arena, and the copies in and out of it."""
+    pytest.importorskip("byteir_backend_asic_stub")
+    out = tmp_path / "x.byre"
+    r = byteir("compile", MLP, "-o", out, "--target", "asic_stub", "-v", BYTEIR_DISABLE_PLUGINS="cpu,cuda")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"steps per device: cpu 2, asic_stub 2; arenas: cpu \d+ bytes, asic_stub \d+ bytes", r.stderr)
+    assert re.search(r"copies asic_stub -> cpu: 2 \(\d+ bytes per run\)", r.stderr), r.stderr
+    assert re.search(r"copies cpu -> asic_stub: 2 \(\d+ bytes per run\)", r.stderr), r.stderr
+    r = byteir("inspect", out, "--summary-only")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"arenas: cpu \d+ bytes, asic_stub \d+ bytes", r.stdout) and "ByRE 1.1" in r.stdout
+    r = byteir("run", out)
+    assert r.returncode == 0 and "output 0 output0: float32 [4, 8]" in r.stdout, r.stderr
+
+
 def test_inspect_manifest_and_extract(tmp_path):
     from importlib import metadata
 
@@ -206,7 +222,7 @@ def test_inspect_manifest_and_extract(tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     m = info["manifest"]
-    assert info["byre_version"] == "1.0"
+    assert info["byre_version"] == "1.1"
     assert m["byteir_core"] == metadata.version("byteir-core") and m["target"] == "cpu"
     assert m["frontend"] == "stablehlo" and "reference" in m["plugins"]
     assert m["plugins"]["reference"] == f"byteir-core {metadata.version('byteir-core')}"

@@ -151,3 +151,41 @@ def test_profile_times_every_step_and_names_what_ran(mlp_path):
         s.profile()
     with pytest.raises(InputError, match="repeat must be >= 1"):
         s.profile(x, repeat=0)
+
+
+def test_device_cpu_and_the_default_run_a_host_artifact_the_same(mlp_path):
+    x = np.random.default_rng(6).standard_normal((4, 16)).astype(np.float32)
+    as_compiled = byteir_core.load(mlp_path)
+    assert as_compiled.device is None
+    np.testing.assert_array_equal(byteir_core.load(mlp_path, device="cpu")(x), as_compiled(x))
+    np.testing.assert_allclose(as_compiled(x), mlp_numpy(x), rtol=1e-5, atol=1e-6)
+
+
+def test_host_memory_views_copies_and_imports():
+    from byteir_core.dtypes import TensorSpec
+    from byteir_core.interfaces import HostMemory
+
+    mem = HostMemory()
+    arena = mem.allocate(256)
+    a = mem.view(arena, 64, TensorSpec((2, 3), "f32"))
+    inner = mem.view(a, 12, TensorSpec((3,), "f32"))  # a view of a view: the second row
+    mem.from_host(np.arange(6, dtype=np.float32).reshape(2, 3), a)
+    np.testing.assert_array_equal(inner, [3, 4, 5])
+    assert np.shares_memory(inner, arena) and arena[64:88].view(np.float32)[3] == 3
+    back = mem.to_host(a)
+    assert not np.shares_memory(back, arena)
+    np.testing.assert_array_equal(back, np.arange(6).reshape(2, 3))
+    b = mem.view(mem.allocate(24), 0, TensorSpec((2, 3), "f32"))
+    mem.copy(a, b)
+    np.testing.assert_array_equal(b, back)
+    spec = TensorSpec((2, 3), "f32")
+    assert mem.import_array(b, spec) is b  # host memory in: taken as it is
+    assert mem.import_array(np.zeros((3, 2), np.float32).T, spec) is None  # strided: the session copies it
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(2, 3)
+    view = mem.import_array(t, spec)
+    view[0, 0] = 7.0
+    assert t[0, 0].item() == 7.0  # zero-copy
+    out = mem.export(back, like=t)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3) and out[1, 2].item() == 5.0
+    assert mem.export(back, like=None) is back

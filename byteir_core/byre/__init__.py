@@ -79,9 +79,11 @@ class Artifact:
         """Version, manifest, ops per backend, weight bytes, kernels, arena: what ``byteir inspect`` shows."""
         bm = self.module
         per_backend: dict[str, int] = {}
+        per_device: dict[str, int] = {}
         for s in bm.steps:
             if s.op == "compute":
                 per_backend[s.backend] = per_backend.get(s.backend, 0) + 1
+                per_device[bm.step_device(s)] = per_device.get(bm.step_device(s), 0) + 1
         return {
             "path": self.path,
             "byre_version": bm.version,
@@ -89,6 +91,7 @@ class Artifact:
             "inputs": [{"name": a.name, "type": str(a.spec)} for a in bm.args if a.kind == "input"],
             "outputs": [{"name": a.name, "type": str(a.spec)} for a in bm.args if a.kind == "output"],
             "computes_per_backend": per_backend,
+            "computes_per_device": per_device,
             "ops_per_backend": bm.report.get("ops_per_backend", {}),
             "steps": {"compute": sum(s.op == "compute" for s in bm.steps),
                       "copy": sum(s.op == "copy" for s in bm.steps),
@@ -97,6 +100,7 @@ class Artifact:
             "kernels": [{"name": k.name, "backend": k.backend, "format": k.kernel.format,
                          "bytes": len(k.kernel.data)} for k in bm.kernels.values()],
             "arena_bytes": bm.arena_bytes,
+            "arenas": bm.all_arenas(),
         }
 
 

@@ -1,9 +1,10 @@
-"""ByRE v1: the compiler's output and the runtime's input (see docs/byre.md).
+"""ByRE 1.1: the compiler's output and the runtime's input (see docs/byre.md).
 
 In memory a ByRE program is a :class:`ByreModule` (plain Python data, no MLIR objects). On disk it is one
 MLIR module -- bytecode (``.byre``) or text (``.byre.mlir``) -- holding ``byre.kernel`` and ``byre.weight``
 ops whose payloads are byte tensors, and an entry ``func.func`` whose body is a list of ``memref.alloc``,
-``byre.alias``, ``byre.compute`` and ``byre.copy`` ops over memref arguments.
+``byre.alias``, ``byre.compute`` and ``byre.copy`` ops over memref arguments. Every buffer lives on one
+device (``byre.device``, absent meaning ``cpu``); each device has its own per-request arena.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 from ..dtypes import TensorSpec
 from ..interfaces import Kernel
 
-BYRE_VERSION = "1.0"
+BYRE_VERSION = "1.1"
+HOST = "cpu"
 ARG_KINDS = ("input", "output", "weight")
 READ, WRITE = 1, 2
 
@@ -42,6 +44,7 @@ class Buffer:
     arena_offset: int | None = None  # kind == alloc: byte offset in the request arena
     source: int | None = None  # kind == alias: buffer viewed
     byte_offset: int = 0  # kind == alias: offset into the source, in bytes
+    device: str = HOST  # the runtime device whose memory holds it (an alias: its source's)
 
 
 @dataclass
@@ -69,7 +72,8 @@ class ByreModule:
     steps: list[Step]
     kernels: dict[str, KernelEntry]
     weights: dict[str, bytes]
-    arena_bytes: int = 0
+    arena_bytes: int = 0  # the host ("cpu") arena, as in ByRE 1.0
+    arenas: dict[str, int] = field(default_factory=dict)  # device -> arena bytes, every device with allocations
     manifest: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     version: str = BYRE_VERSION
@@ -88,6 +92,27 @@ class ByreModule:
 
     def outputs(self) -> list[int]:
         return [i for i, a in enumerate(self.args) if a.kind == "output"]
+
+    def arg_devices(self) -> list[str]:
+        """The device of each entry argument, by argument index."""
+        devices = [HOST] * len(self.args)
+        for b in self.buffers:
+            if b.kind == "arg":
+                devices[b.arg] = b.device
+        return devices
+
+    def devices(self) -> list[str]:
+        """Every device a buffer lives on, host first."""
+        return sorted({b.device for b in self.buffers} | {HOST}, key=lambda d: (d != HOST, d))
+
+    def step_device(self, step: Step) -> str:
+        """Where a compute step runs: the device of its operands (all on one, verified when read)."""
+        return self.buffers[step.operands[0]].device if step.operands else HOST
+
+    def all_arenas(self) -> dict[str, int]:
+        """``arenas`` with the host entry taken from ``arena_bytes`` (the one field ByRE 1.0 code sets)."""
+        rest = {d: n for d, n in self.arenas.items() if d != HOST}
+        return {HOST: self.arena_bytes, **rest} if self.arena_bytes else rest
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -144,6 +169,7 @@ def to_mlir_text(bm: ByreModule) -> str:
         "byre.manifest": bm.manifest,
         "byre.report": json.dumps(bm.report, sort_keys=True),
         "byre.arena_bytes": bm.arena_bytes,
+        "byre.arenas": bm.all_arenas(),
         "byre.payload_sha256": bm.payload_digest(),
     }
     attr_text = ", ".join(f"{k} = {_attr(v)}" for k, v in top_attrs.items())
@@ -154,8 +180,10 @@ def to_mlir_text(bm: ByreModule) -> str:
     for name in bm.weights:
         lines.append(f'  "byre.weight"() {{sym_name = {_q(name)}}} : () -> ()')
     sig = []
+    arg_devices = bm.arg_devices()
     for i, a in enumerate(bm.args):
         extra = f", byre.weight = {_q(a.weight)}" if a.weight else ""
+        extra += _device_attr(arg_devices[i])
         sig.append(f"%arg{i}: {a.spec.memref_type()} {{byre.argname = {_q(a.name)}, "
                    f"byre.argtype = {_q(a.kind)}{extra}}}")
     lines.append(f"  func.func @main({', '.join(sig)}) attributes {{byre.entry_point}} {{")
@@ -165,8 +193,8 @@ def to_mlir_text(bm: ByreModule) -> str:
             names[b.id] = f"%arg{b.arg}"
         elif b.kind == "alloc":
             names[b.id] = f"%b{b.id}"
-            lines.append(f"    %b{b.id} = memref.alloc() {{byre.arena_offset = {b.arena_offset} : i64}} : "
-                         f"{b.spec.memref_type()}")
+            lines.append(f"    %b{b.id} = memref.alloc() {{byre.arena_offset = {b.arena_offset} : i64"
+                         f"{_device_attr(b.device)}}} : {b.spec.memref_type()}")
         else:
             names[b.id] = f"%b{b.id}"
             src = bm.buffers[b.source]
@@ -191,6 +219,11 @@ def to_mlir_text(bm: ByreModule) -> str:
     lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _device_attr(device: str) -> str:
+    """``, byre.device = "cuda"`` for a buffer off the host; nothing for the host (ByRE 1.0 readers' view)."""
+    return "" if device == HOST else f", byre.device = {_q(device)}"
 
 
 def to_mlir_module(bm: ByreModule, context):

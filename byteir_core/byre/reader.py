@@ -9,7 +9,7 @@ import numpy as np
 from ..dtypes import TensorSpec
 from ..errors import ByreFormatError
 from ..interfaces import Kernel
-from .format import ARG_KINDS, BYRE_VERSION, READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step, attr_to_py
+from .format import ARG_KINDS, BYRE_VERSION, HOST, READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step, attr_to_py
 
 MAGIC = b"ML\xefR"
 
@@ -57,12 +57,12 @@ def _from_module(module, where: str) -> ByreModule:
         raise ByreFormatError(where, "not a ByRE artifact: the module has no byre.version attribute")
     version = attr_to_py(top["byre.version"])
     major, minor = parse_version(str(version), where)
-    ours = parse_version(BYRE_VERSION, where)
-    if major > ours[0]:
+    if (major, minor) > parse_version(BYRE_VERSION, where):
+        # a newer minor is refused too: its new attributes (1.1: devices) may change where buffers live
         from .. import __version__
 
         raise ByreFormatError(where, f"written as ByRE {version}, but this reader (byteir-core {__version__}) "
-                                     f"understands ByRE up to {ours[0]}.x; upgrade byteir-core")
+                                     f"understands ByRE up to {BYRE_VERSION}; upgrade byteir-core")
     if major < 1:
         raise ByreFormatError(where, f"ByRE {version} predates 1.0 and is not supported")
 
@@ -100,14 +100,33 @@ def _from_module(module, where: str) -> ByreModule:
     if entry is None:
         raise ByreFormatError(where, "no entry function (a func.func with byre.entry_point)")
 
-    bm = ByreModule(args=[], buffers=[], steps=[], kernels=kernels, weights=weights,
-                    arena_bytes=int(get("byre.arena_bytes", 0)), manifest=manifest, report=report,
+    arena_bytes = int(get("byre.arena_bytes", 0))
+    bm = ByreModule(args=[], buffers=[], steps=[], kernels=kernels, weights=weights, arena_bytes=arena_bytes,
+                    arenas=_arenas(get("byre.arenas"), arena_bytes, where), manifest=manifest, report=report,
                     version=str(version))
     digest = get("byre.payload_sha256")
     if digest is not None and digest != bm.payload_digest():
         raise ByreFormatError(where, "corrupted payload: kernel/weight bytes do not match byre.payload_sha256")
     _read_entry(entry, bm, where)
     return bm
+
+
+def _arenas(arenas, arena_bytes: int, where: str) -> dict[str, int]:
+    """``byre.arenas`` (device -> bytes); a ByRE 1.0 file has only the host arena, ``byre.arena_bytes``."""
+    if arenas is None:
+        return {HOST: arena_bytes} if arena_bytes else {}
+    if not isinstance(arenas, dict) or not all(isinstance(n, int) and n >= 0 for n in arenas.values()):
+        raise ByreFormatError(where, f"byre.arenas must map device names to byte counts, got {arenas!r}")
+    if arenas.get(HOST, 0) != arena_bytes:
+        raise ByreFormatError(where, f"byre.arenas gives the host arena {arenas.get(HOST, 0)} bytes, but "
+                                     f"byre.arena_bytes says {arena_bytes}")
+    return dict(arenas)
+
+
+def _device(device, where: str, what: str) -> str:
+    if not isinstance(device, str) or not device:
+        raise ByreFormatError(where, f"{what}: byre.device must be a device name, got {device!r}")
+    return device
 
 
 def _payload(attr) -> bytes:
@@ -147,7 +166,8 @@ def _read_entry(entry, bm: ByreModule, where: str) -> None:
                                              f"{i} ({name}: {spec}) needs {spec.nbytes}")
         bm.args.append(Arg(name, kind, spec, weight))
         ids[a] = len(bm.buffers)
-        bm.buffers.append(Buffer(len(bm.buffers), spec, "arg", arg=i))
+        bm.buffers.append(Buffer(len(bm.buffers), spec, "arg", arg=i,
+                                 device=_device(d.get("byre.device", HOST), where, f"entry argument {i} ({name})")))
 
     def operand_ids(op):
         out = []
@@ -163,12 +183,16 @@ def _read_entry(entry, bm: ByreModule, where: str) -> None:
         name = op.name
         if name == "memref.alloc":
             spec = _spec(op.results[0].type, where, f"memref.alloc at {op.location}")
-            off = attr_to_py(op.attributes["byre.arena_offset"]) if "byre.arena_offset" in op.attributes else None
-            if off is None or off < 0 or off + spec.nbytes > bm.arena_bytes:
+            a = op.attributes
+            off = attr_to_py(a["byre.arena_offset"]) if "byre.arena_offset" in a else None
+            device = _device(attr_to_py(a["byre.device"]) if "byre.device" in a else HOST, where,
+                             f"memref.alloc at {op.location}")
+            arena = bm.arenas.get(device, 0)
+            if off is None or off < 0 or off + spec.nbytes > arena:
                 raise ByreFormatError(where, f"memref.alloc at {op.location}: arena offset {off} does not fit "
-                                             f"{spec.nbytes} bytes into an arena of {bm.arena_bytes}")
+                                             f"{spec.nbytes} bytes into the {device} arena of {arena}")
             ids[op.results[0]] = len(bm.buffers)
-            bm.buffers.append(Buffer(len(bm.buffers), spec, "alloc", arena_offset=off))
+            bm.buffers.append(Buffer(len(bm.buffers), spec, "alloc", arena_offset=off, device=device))
         elif name == "byre.alias":
             (src,) = operand_ids(op)
             spec = _spec(op.results[0].type, where, f"byre.alias at {op.location}")
@@ -177,7 +201,8 @@ def _read_entry(entry, bm: ByreModule, where: str) -> None:
                 raise ByreFormatError(where, f"byre.alias at {op.location}: view of {spec.nbytes} bytes at offset "
                                              f"{off} exceeds its source ({bm.buffers[src].spec.nbytes} bytes)")
             ids[op.results[0]] = len(bm.buffers)
-            bm.buffers.append(Buffer(len(bm.buffers), spec, "alias", source=src, byte_offset=off))
+            bm.buffers.append(Buffer(len(bm.buffers), spec, "alias", source=src, byte_offset=off,
+                                     device=bm.buffers[src].device))
         elif name == "byre.compute":
             a = op.attributes
             if "callee" not in a:
@@ -192,6 +217,11 @@ def _read_entry(entry, bm: ByreModule, where: str) -> None:
             if kernel is not None and kernel not in bm.kernels:
                 raise ByreFormatError(where, f"byre.compute at {op.location} names kernel {kernel!r}, which the "
                                              f"file does not hold")
+            devices = sorted({bm.buffers[b].device for b in operands})
+            if len(devices) > 1:
+                raise ByreFormatError(where, f"byre.compute {attr_to_py(a['callee'])} at {op.location} has operands "
+                                             f"on devices {', '.join(devices)}; a compute runs on one device "
+                                             f"(a byre.copy moves data between them)")
             if any(bm.args[bm.buffers[b].arg].kind != "output" for b, e in zip(operands, effects)
                    if e == WRITE and bm.buffers[b].kind == "arg"):
                 raise ByreFormatError(where, f"byre.compute at {op.location} writes an input or weight argument")

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..byre import Artifact
-from ..byre.format import READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step
+from ..byre.format import HOST, READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step
 from ..dtypes import TensorSpec
 from ..errors import FrontendError, NoFrontendError, PassGroupError, TargetError, UnsupportedOpError
 from ..interfaces import Cluster
@@ -21,7 +21,8 @@ from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, ru
 from ..plugins import Registry, get_registry
 from .memplan import plan_memory
 from .outline import outline, used_values
-from .partition import fallback_chain, form_clusters, location_of, ops_per_backend, partition_by_capability
+from .partition import (fallback_chain, form_clusters, location_of, ops_per_backend, partition_by_capability,
+                        target_device)
 
 #: Constants bigger than this (and not splats) become weights: arguments of the entry function whose values
 #: travel in the artifact, instead of being copied into every cluster that uses them.
@@ -206,7 +207,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
         "options_hash": opts_hash,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes}
+    bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes, "arenas": bm.arenas}
     art = Artifact(bm)
     stages.dump("byre", art.text)  # for reading: payloads elided
     if stages.dump_dir:  # for re-entering: the loadable artifact itself
@@ -265,9 +266,12 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
                              {n: b.max_cluster_ops for n, b in registry.backends.items()},
                              starts=lambda op, b: registry.backends[b].starts_cluster(op))
 
-    # Entry signature: inputs, outputs, weights.
+    # Entry signature: inputs, outputs, weights. Arguments live on the target's device, weights on the device
+    # of their first consumer (placed when a cluster first reads them).
     bm = ByreModule(args=[], buffers=[], steps=[], kernels={}, weights={})
     buf_of: dict = {}
+    arg_device = target_device(target, registry)
+    unplaced: set[int] = set()  # weights no cluster has read yet
 
     def new_buffer(spec, kind, **kw) -> int:
         bm.buffers.append(Buffer(len(bm.buffers), spec, kind, **kw))
@@ -275,7 +279,28 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
 
     def add_arg(name, kind, spec, weight=None) -> int:
         bm.args.append(Arg(name, kind, spec, weight))
-        return new_buffer(spec, "arg", arg=len(bm.args) - 1)
+        return new_buffer(spec, "arg", arg=len(bm.args) - 1, device=arg_device)
+
+    def root(buf: int) -> int:
+        while bm.buffers[buf].kind == "alias":
+            buf = bm.buffers[buf].source
+        return buf
+
+    copied: dict[tuple[int, str], int] = {}
+
+    def on_device(buf: int, device: str) -> int:
+        """``buf`` as a step on ``device`` reads it: itself, or a copy on ``device`` (one per buffer and device,
+        reused by later readers)."""
+        r = root(buf)
+        if r in unplaced:
+            bm.buffers[r].device = device
+            unplaced.discard(r)
+        if bm.buffers[r].device == device:
+            return buf
+        if (buf, device) not in copied:
+            copied[(buf, device)] = new_buffer(bm.buffers[buf].spec, "alloc", device=device)
+            bm.steps.append(Step("copy", [buf, copied[(buf, device)]]))
+        return copied[(buf, device)]
 
     arg_attrs = main.attributes["arg_attrs"] if "arg_attrs" in main.attributes else None
     for i, a in enumerate(block.arguments):
@@ -294,6 +319,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         data = np.ascontiguousarray(np.asarray(ir.DenseElementsAttr(op.attributes["value"]))).tobytes()
         bm.weights[wname] = data
         buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
+        unplaced.add(buf_of[v])
 
     weight_bufs = {buf_of[op.results[0]] for op in weights_ops}
     first_return = {}
@@ -327,10 +353,10 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
             r = ops[0].results[0]
             b = bm.buffers[src]
             if (r in first_return and b.kind == "alloc" and inputs[0] not in first_return
-                    and len(list(inputs[0].uses)) == 1):
+                    and len(list(inputs[0].uses)) == 1 and b.device == bm.buffers[out_buf[first_return[r]]].device):
                 # The reshaped value is only returned: its producer writes straight into the output.
                 out = out_buf[first_return[r]]
-                bm.buffers[src] = Buffer(src, b.spec, "alias", source=out, byte_offset=0)
+                bm.buffers[src] = Buffer(src, b.spec, "alias", source=out, byte_offset=0, device=b.device)
                 buf_of[r] = out
             else:
                 buf_of[r] = new_buffer(TensorSpec.from_type(r.type), "alias", source=src, byte_offset=0)
@@ -362,12 +388,13 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
             bm.kernels[kernel_name] = KernelEntry(kernel_name, backend_name, compiled.kernel)
         if not memo:
             compiled_once[memo_key] = (compiled, kernel_name)
-        operands = [buf_of[v] for v in inputs]
+        device = backend.device
+        operands = [on_device(buf_of[v], device) for v in inputs]
         for v, spec in zip(outputs, out_specs):
-            if v in first_return:
+            if v in first_return and bm.buffers[out_buf[first_return[v]]].device == device:
                 buf_of[v] = out_buf[first_return[v]]
-            else:
-                buf_of[v] = new_buffer(spec, "alloc")
+            else:  # an output on another device gets the result through the final copy
+                buf_of[v] = new_buffer(spec, "alloc", device=device)
             operands.append(buf_of[v])
         bm.steps.append(Step("compute", operands, callee=compiled.callee, kernel=kernel_name,
                              effects=[READ] * len(inputs) + [WRITE] * len(outputs), backend=backend_name,
@@ -386,6 +413,11 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
             buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
         if buf_of[v] != out_buf[j]:
             bm.steps.append(Step("copy", [buf_of[v], out_buf[j]]))
+    for b in bm.buffers:  # weights only returned stay with the arguments; a view lives where its source does
+        if b.id in unplaced:
+            b.device = arg_device
+        elif b.kind == "alias":
+            b.device = bm.buffers[b.source].device  # sources come first: arguments, then earlier buffers
 
     report = {
         "target": target,
@@ -395,8 +427,18 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         "ops": [{"op": op.name, "backend": part.assignment[op], "loc": location_of(op)} for op in compute_ops],
         "clusters": cluster_report,
         "weights": len(bm.weights),
+        **_device_report(bm),
     }
     return bm, report
+
+
+def _device_report(bm: ByreModule) -> dict:
+    """Compute steps per device, and every copy between devices: where data crosses, and how much."""
+    devices = Counter(bm.step_device(s) for s in bm.steps if s.op == "compute")
+    copies = [{"src_device": bm.buffers[s.operands[0]].device, "dst_device": bm.buffers[s.operands[1]].device,
+               "bytes": bm.buffers[s.operands[0]].spec.nbytes} for s in bm.steps if s.op == "copy"]
+    return {"devices": dict(sorted(devices.items(), key=lambda kv: (kv[0] != HOST, kv[0]))),
+            "copies": [c for c in copies if c["src_device"] != c["dst_device"]]}
 
 
 def optimize(model, pass_groups: Sequence[str] | None = None, *, frontend: str | None = None,

@@ -1,12 +1,13 @@
-"""Static memory planning: every intermediate buffer gets a fixed offset in one per-request arena.
+"""Static memory planning: every intermediate buffer gets a fixed offset in its device's per-request arena.
 
 Liveness is measured in steps: a buffer lives from the step that writes it first to the last step that
-touches it or any alias (view) of it. Buffers whose lifetimes do not overlap share bytes (first fit).
+touches it or any alias (view) of it. Buffers of one device whose lifetimes do not overlap share bytes (first
+fit); each device has an arena of its own, since one device cannot address another's memory.
 """
 
 from __future__ import annotations
 
-from ..byre.format import ByreModule
+from ..byre.format import HOST, Buffer, ByreModule
 
 ALIGN = 64
 
@@ -16,7 +17,8 @@ def _align(n: int) -> int:
 
 
 def plan_memory(bm: ByreModule) -> int:
-    """Set ``arena_offset`` on every ``alloc`` buffer of ``bm``; return (and set) the arena size."""
+    """Set ``arena_offset`` on every ``alloc`` buffer of ``bm`` and ``bm.arenas`` (device -> bytes); return (and
+    set as ``arena_bytes``) the size of the host arena."""
     root = {}
     for b in bm.buffers:
         root[b.id] = root[b.source] if b.kind == "alias" else b.id
@@ -27,8 +29,19 @@ def plan_memory(bm: ByreModule) -> int:
             r = root[operand]
             first.setdefault(r, i)
             last[r] = i
-    allocs = [b for b in bm.buffers if b.kind == "alloc"]
-    allocs.sort(key=lambda b: (first.get(b.id, 0), -b.spec.nbytes))
+    by_device: dict[str, list[Buffer]] = {}
+    for b in bm.buffers:
+        if b.kind == "alloc":
+            by_device.setdefault(b.device, []).append(b)
+    arenas = {d: _first_fit(by_device[d], first, last) for d in sorted(by_device, key=lambda d: (d != HOST, d))}
+    bm.arenas = arenas
+    bm.arena_bytes = arenas.get(HOST, 0)
+    return bm.arena_bytes
+
+
+def _first_fit(allocs: list[Buffer], first: dict[int, int], last: dict[int, int]) -> int:
+    """Offsets for ``allocs`` (one arena) in order of first use; returns the arena size."""
+    allocs = sorted(allocs, key=lambda b: (first.get(b.id, 0), -b.spec.nbytes))
     live: list[tuple[int, int, int]] = []  # (offset, size, last step)
     arena = 0
     for b in allocs:
@@ -43,5 +56,4 @@ def plan_memory(bm: ByreModule) -> int:
         b.arena_offset = offset
         live.append((offset, size, last.get(b.id, start)))
         arena = max(arena, offset + size)
-    bm.arena_bytes = arena
     return arena

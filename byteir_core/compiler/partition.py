@@ -44,6 +44,14 @@ def fallback_chain(target: str, registry: Registry) -> tuple[list[str], list[str
     return chain, notes
 
 
+def target_device(target: str, registry: Registry) -> str:
+    """Where a program compiled for ``target`` takes its arguments and leaves its results: the device of the
+    backend named like the target, else of the first backend serving it, else the host."""
+    backend = registry.backends.get(target) or next(
+        (b for b in registry.backends.values() if target in b.serves()), None)
+    return backend.device if backend is not None else "cpu"
+
+
 def _targets(registry: Registry) -> dict[str, list[Backend]]:
     served: dict[str, list[Backend]] = defaultdict(list)
     for b in registry.backends.values():

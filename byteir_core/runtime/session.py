@@ -1,7 +1,9 @@
 """The runtime (BRT): load a ByRE artifact, bind inputs, run the steps through providers.
 
-The runtime never imports the compiler. Loading an artifact that carries native code is running that
-code: load only artifacts you trust, and pin them with ``expected_sha256`` (``byteir inspect`` prints it).
+Every buffer lives on one device; each device's memory (a :class:`~byteir_core.interfaces.DeviceMemory`, NumPy
+for the host) comes from the provider that runs that device's steps. The runtime never imports the compiler.
+Loading an artifact that carries native code is running that code: load only artifacts you trust, and pin them
+with ``expected_sha256`` (``byteir inspect`` prints it).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import ml_dtypes
 import numpy as np
 
 from ..byre import Artifact, read_artifact
-from ..byre.format import READ, WRITE, ByreModule
+from ..byre.format import HOST, READ, WRITE, ByreModule, Step
 from ..dtypes import copy_into
 from ..errors import InputError, ProviderError
+from ..interfaces import DeviceMemory, HostMemory, Provider
 from ..plugins import get_registry
+
+HOST_MEMORY = HostMemory()
 
 
 def _from_torch(x) -> np.ndarray:
@@ -32,11 +37,6 @@ def _from_torch(x) -> np.ndarray:
 
         return np.from_dlpack(x.contiguous().view(torch.int16)).view(ml_dtypes.bfloat16)
     return np.from_dlpack(x)
-
-
-def _view(source: np.ndarray, b) -> np.ndarray:
-    raw = source.reshape(-1).view(np.uint8)[b.byte_offset:b.byte_offset + b.spec.nbytes]
-    return raw.view(b.spec.np_dtype).reshape(b.spec.shape)
 
 
 def as_numpy(x: Any) -> np.ndarray:
@@ -53,70 +53,88 @@ def as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _like_torch(arrays: list[np.ndarray]) -> list:
+def like_torch(arrays: list) -> list:
+    """Host arrays as torch CPU tensors (zero-copy; bf16 through its bits); anything else is left as it is."""
     import torch
 
     out = []
     for a in arrays:
-        if a.dtype == ml_dtypes.bfloat16:
+        if not isinstance(a, np.ndarray):
+            out.append(a)
+        elif a.dtype == ml_dtypes.bfloat16:
             out.append(torch.from_numpy(a.view(np.int16)).view(torch.bfloat16))
         else:
             out.append(torch.from_numpy(a))
     return out
 
 
-class Session:
-    """A loaded artifact. ``Session.__call__(*inputs)`` is the high-level API; the rest mirrors ByteIR's BRT."""
+def _provider_call(provider: Provider, what: str, call):
+    """``call()``, a provider's failure turned into a ProviderError naming the provider and what it was doing."""
+    try:
+        return call()
+    except ProviderError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise ProviderError(f"provider {provider.name!r} failed to {what}: {type(e).__name__}: {e}") from e
 
-    def __init__(self, device: str = "cpu"):
+
+class _Workspace:
+    """One request's arenas and buffer views (and its host-bound arguments' device copies), pooled per session."""
+
+    __slots__ = ("views", "arenas", "staging")
+
+    def __init__(self, views: list, arenas: dict):
+        self.views = views
+        self.arenas = arenas  # kept alive with the views
+        self.staging: dict[int, Any] = {}  # argument offset -> device array a host binding is copied through
+
+
+class Session:
+    """A loaded artifact. ``Session.__call__(*inputs)`` is the high-level API; the rest mirrors ByteIR's BRT.
+
+    ``device`` None runs the artifact on the devices it was compiled for; a device name (or a provider's variant
+    of one, e.g. ``"cuda-interpret"``) is handed to each provider's :meth:`~Provider.open`.
+    """
+
+    def __init__(self, device: str | None = None):
         self.device = device
         self.module: ByreModule | None = None
         self.artifact: Artifact | None = None
-        self._weights: dict[int, np.ndarray] = {}
+        self._weights: dict[int, Any] = {}
         self._steps: list = []
+        self._memories: dict[str, DeviceMemory] = {HOST: HOST_MEMORY}
+        self._device_memories: list[DeviceMemory] = []  # every memory but the host's: what sync() waits for
+        self._lean = True  # host only: run() is the plain loop
 
     # -- loading -----------------------------------------------------------------------------------
     def load(self, source, expected_sha256: str | None = None) -> "Session":
         art = read_artifact(source, expected_sha256=expected_sha256)
         bm = art.module
+        where = art.path or "<artifact>"
         registry = get_registry()
-        devices = {"cpu"} | {p.device for p in registry.providers.values()}
-        if self.device not in devices:
-            raise ProviderError(f"device {self.device!r} has no installed provider; devices: {', '.join(sorted(devices))}")
-        steps = []
-        missing = []
-        for s in bm.steps:
-            if s.op == "copy":
-                steps.append(("copy", None, s))
-                continue
-            provider = registry.callee_provider.get(s.callee)
-            if provider is None:
-                missing.append(s)
-                continue
-            kernel = bm.kernels[s.kernel].kernel if s.kernel else None
-            try:
-                fn = provider.load(s.callee, kernel, dict(s.attrs))
-            except ProviderError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise ProviderError(f"provider {provider.name!r} failed to load callee {s.callee!r} "
-                                    f"(kernel {s.kernel}): {type(e).__name__}: {e}") from e
-            steps.append(("compute", fn, s))
-        if missing:
-            made_with = bm.manifest.get("backends", {})
-            lines = []
-            for s in {m.callee: m for m in missing}.values():
-                dist = made_with.get(s.backend, "?")
-                hint = (f"install {dist.split()[0]} (the artifact was compiled with {dist})" if dist != "?"
-                        else f"install the plugin that provides backend {s.backend!r}")
-                lines.append(f"callee {s.callee!r} (compiled by backend {s.backend!r}): no installed provider; {hint}")
-            raise ProviderError(f"{art.path or '<artifact>'}: " + "; ".join(lines))
+        self._check_device(bm, registry, where)
+        providers = self._open_providers(bm, registry, where)
+        memories = self._open_memories(bm, providers, registry, where)
+        steps = [self._copy_step(bm, s, memories) if s.op == "copy" else
+                 self._compute_step(bm, s, providers[s.callee]) for s in bm.steps]
+        arg_devices = bm.arg_devices()
         self._weights = {}
         for i, a in enumerate(bm.args):
-            if a.kind == "weight":
+            if a.kind == "weight":  # uploaded once, shared by every request
                 w = np.frombuffer(bm.weights[a.weight], dtype=a.spec.np_dtype).reshape(a.spec.shape)
+                if arg_devices[i] != HOST:
+                    mem = memories[arg_devices[i]]
+                    host, w = w, mem.view(mem.allocate(max(a.spec.nbytes, 1)), 0, a.spec)
+                    mem.from_host(host, w)
                 self._weights[i] = w
         self.module, self.artifact, self._steps = bm, art, steps
+        self._memories = memories
+        self._device_memories = [memories[d] for d in bm.devices() if d != HOST]
+        self._lean = not self._device_memories and all(kind in ("copy", "compute") for kind, _, _ in steps)
+        self._arg_devices = arg_devices
+        self._step_memories = [tuple({id(memories[bm.buffers[o].device]): memories[bm.buffers[o].device]
+                                      for o in s.operands if bm.buffers[o].device != HOST}.values())
+                               for s in bm.steps]  # what profile() waits for around each step
         rooted: set[int] = set()
         for b in bm.buffers:
             if b.kind == "arg" or (b.kind == "alias" and b.source in rooted):
@@ -125,22 +143,110 @@ class Session:
         self._workspaces: queue.SimpleQueue = queue.SimpleQueue()
         return self
 
-    def _take_workspace(self) -> list:
-        """An arena and the views into it of every intermediate buffer, reused across requests."""
+    def _check_device(self, bm: ByreModule, registry, where: str) -> None:
+        """The device asked for must be installed and be one the artifact was compiled for."""
+        if self.device is None:
+            return
+        known = {HOST} | {p.device for p in registry.providers.values()}
+        base = next((d for d in sorted(known, key=len, reverse=True)
+                     if self.device == d or self.device.startswith(d + "-")), None)
+        if base is None:
+            raise ProviderError(f"device {self.device!r} has no installed provider; devices: "
+                                f"{', '.join(sorted(known))}")
+        compiled = [d for d in bm.devices() if d != HOST] or [HOST]
+        if base not in compiled:
+            raise ProviderError(f"{where}: device {self.device!r} was asked for, but the artifact was compiled for "
+                                f"{', '.join(compiled)} (target {bm.manifest.get('target', '?')}); compile it for "
+                                f"that device, or load it with device=None")
+
+    def _open_providers(self, bm: ByreModule, registry, where: str) -> dict[str, Provider]:
+        """callee -> the opened provider that loads it; every callee nobody provides is named at once."""
+        opened: dict[str, Provider] = {}
+        by_callee: dict[str, Provider] = {}
+        missing: list[Step] = []
+        for s in bm.steps:
+            if s.op != "compute" or s.callee in by_callee:
+                continue
+            provider = registry.callee_provider.get(s.callee)
+            if provider is None:
+                missing.append(s)
+                continue
+            device = bm.step_device(s)
+            if bm.version != "1.0" and provider.device != device:  # ByRE 1.0 put every buffer on the host
+                raise ProviderError(f"{where}: callee {s.callee!r} runs on device {provider.device!r} (provider "
+                                    f"{provider.name!r}), but the artifact puts its operands on {device!r}")
+            if provider.name not in opened:
+                opened[provider.name] = _provider_call(provider, f"open device {self.device}",
+                                                        lambda p=provider: p.open(self.device))
+            by_callee[s.callee] = opened[provider.name]
+        if missing:
+            made_with = bm.manifest.get("backends", {})
+            lines = []
+            for s in {m.callee: m for m in missing}.values():
+                dist = made_with.get(s.backend, "?")
+                hint = (f"install {dist.split()[0]} (the artifact was compiled with {dist})" if dist != "?"
+                        else f"install the plugin that provides backend {s.backend!r}")
+                lines.append(f"callee {s.callee!r} (compiled by backend {s.backend!r}): no installed provider; {hint}")
+            raise ProviderError(f"{where}: " + "; ".join(lines))
+        return by_callee
+
+    def _open_memories(self, bm: ByreModule, providers: dict[str, Provider], registry,
+                       where: str) -> dict[str, DeviceMemory]:
+        """device -> its memory: the host's, else that of the first provider running a step there."""
+        memories: dict[str, DeviceMemory] = {HOST: HOST_MEMORY}
+        for s in bm.steps:
+            device = bm.step_device(s) if s.op == "compute" else HOST
+            if device not in memories:
+                p = providers[s.callee]
+                memories[device] = _provider_call(p, "give its device memory", p.memory)
+        for device in bm.devices():  # a device holding only arguments or copies (no step runs there)
+            if device not in memories:
+                p = next((p for p in registry.providers.values() if p.device == device), None)
+                if p is None:
+                    raise ProviderError(f"{where}: buffers live on device {device!r}, but no installed provider "
+                                        f"runs that device (target {bm.manifest.get('target', '?')})")
+                p = _provider_call(p, f"open device {self.device}", lambda p=p: p.open(self.device))
+                memories[device] = _provider_call(p, "give its device memory", p.memory)
+        return memories
+
+    @staticmethod
+    def _compute_step(bm: ByreModule, s: Step, provider: Provider) -> tuple:
+        kernel = bm.kernels[s.kernel].kernel if s.kernel else None
+        fn = _provider_call(provider, f"load callee {s.callee!r} (kernel {s.kernel})",
+                            lambda: provider.load(s.callee, kernel, dict(s.attrs)))
+        return ("stream" if provider.takes_stream else "compute", fn, s)
+
+    @staticmethod
+    def _copy_step(bm: ByreModule, s: Step, memories: dict[str, DeviceMemory]) -> tuple:
+        """("copy", None, s) between host buffers (the plain loop's case), else ("transfer", fn(src, dst), s)."""
+        src, dst = bm.buffers[s.operands[0]].device, bm.buffers[s.operands[1]].device
+        if src == dst == HOST:
+            return ("copy", None, s)
+        smem, dmem = memories[src], memories[dst]
+        if src == dst:
+            return ("transfer", smem.copy, s)
+        if src == HOST:
+            return ("transfer", dmem.from_host, s)
+        if dst == HOST:
+            return ("transfer", lambda a, b: copy_into(b, smem.to_host(a)), s)
+        return ("transfer", lambda a, b: dmem.from_host(smem.to_host(a), b), s)  # two devices meet on the host
+
+    def _take_workspace(self) -> "_Workspace":
+        """Arenas (one per device) and the views into them of every intermediate buffer, reused across requests."""
         try:
             return self._workspaces.get_nowait()
         except queue.Empty:
             pass
         bm = self.module
-        arena = np.empty(max(bm.arena_bytes, 1), dtype=np.uint8)
+        mems = self._memories
+        arenas = {d: mems[d].allocate(max(n, 1)) for d, n in bm.all_arenas().items()}
         views: list = [None] * len(bm.buffers)
         for b in bm.buffers:
             if b.kind == "alloc":
-                views[b.id] = arena[b.arena_offset:b.arena_offset + b.spec.nbytes].view(b.spec.np_dtype).reshape(
-                    b.spec.shape)
+                views[b.id] = mems[b.device].view(arenas[b.device], b.arena_offset, b.spec)
             elif b.kind == "alias" and views[b.source] is not None:
-                views[b.id] = _view(views[b.source], b)
-        return views
+                views[b.id] = mems[b.device].view(views[b.source], b.byte_offset, b.spec)
+        return _Workspace(views, arenas)
 
     def _require(self) -> ByreModule:
         if self.module is None:
@@ -184,10 +290,22 @@ class Session:
         req.run()
         req.sync()
         outs = [req.get_arg(o) for o in bm.outputs()]
+        like = req._imported[0] if req._imported else None  # the first device object the caller passed
         req.release()
+        if not self._lean:
+            outs = [self._to_caller(o, x, like) for o, x in zip(bm.outputs(), outs)]
         if inputs and all(type(x).__module__.startswith("torch") for x in inputs):
-            return _like_torch(outs)
+            return like_torch(outs)
         return outs
+
+    def _to_caller(self, offset: int, x, like):
+        """An output on a device goes back in the caller's kind when the caller passed device objects, else to
+        the host (NumPy in, NumPy out)."""
+        device = self._arg_devices[offset]
+        if device == HOST:
+            return x
+        mem = self._memories[device]
+        return mem.export(x, like) if like is not None else mem.to_host(x)
 
     def profile(self, *inputs, repeat: int = 10, warmup: int = 2) -> list[dict]:
         """Time every step: runs the artifact ``warmup + repeat`` times and returns one row per step (in program
@@ -215,15 +333,19 @@ class Session:
         finally:
             req.release()
         rows = []
-        n_compute = sum(1 for k, _, _ in self._steps if k == "compute")
+        n_compute = sum(1 for s in bm.steps if s.op == "compute")
         ci = 0
         for i, ((kind, _, s), ts) in enumerate(zip(self._steps, times)):
             ops: list[str] = []
-            if kind == "compute":
+            callee = s.callee
+            if s.op == "compute":
                 if len(computes) == n_compute:  # an artifact without its report has no op names
                     ops = list(computes[ci]["ops"])
                 ci += 1
-            rows.append({"step": i, "op": s.op, "callee": s.callee or "copy", "backend": s.backend or "runtime",
+            else:
+                src, dst = (bm.buffers[o].device for o in s.operands)
+                callee = "copy" if src == dst else f"copy {src}->{dst}"
+            rows.append({"step": i, "op": s.op, "callee": callee, "backend": s.backend or "runtime",
                          "kernel": s.kernel, "ops": ops,
                          "shapes": [list(bm.buffers[o].spec.shape) for o in s.operands],
                          "median_us": statistics.median(ts) * 1e6})
@@ -236,60 +358,98 @@ class Session:
 
 
 class RequestContext:
-    """One execution's bindings and arena. Requests on one Session may run concurrently."""
+    """One execution's bindings and arenas. Requests on one Session may run concurrently.
+
+    ``stream`` is handed to providers that take one (:attr:`Provider.takes_stream`) and waited for by
+    :meth:`sync`; it means nothing on the host."""
 
     def __init__(self, session: Session, stream=None):
         self.session = session
         self.stream = stream
         self.module = session._require()
-        self._args: dict[int, np.ndarray] = dict(session._weights)
+        self._args: dict[int, Any] = dict(session._weights)
         self._bound = False
-        self._workspace: list | None = None
+        self._workspace: _Workspace | None = None
+        self._imported: list = []  # caller objects a device took zero-copy: outputs go back in their kind
+        self._host_outputs: dict[int, np.ndarray] = {}  # device outputs the caller bound host arrays to
 
     def bind_arg(self, offset: int, value) -> None:
+        """Bind an input or output argument: an array (NumPy, torch, DLPack, or the argument's device's own kind,
+        taken zero-copy) or a raw host pointer (int)."""
         bm = self.module
         if not 0 <= offset < len(bm.args):
             raise InputError(f"argument offset {offset} is out of range (0..{len(bm.args) - 1})")
         a = bm.args[offset]
         if a.kind == "weight":
             raise InputError(f"argument {offset} ({a.name}) is a weight; the session binds it")
-        if isinstance(value, int):
-            buf = (ctypes.c_uint8 * a.spec.nbytes).from_address(value)
-            arr = np.ctypeslib.as_array(buf).view(a.spec.np_dtype).reshape(a.spec.shape)
+        device = self.session._arg_devices[offset]
+        if device == HOST:
+            self._args[offset] = _host_argument(offset, a, value)
         else:
-            arr = as_numpy(value)
-        if tuple(arr.shape) != a.spec.shape or arr.dtype != a.spec.np_dtype:
-            role = "input" if a.kind == "input" else "output"
-            raise InputError(f"{role} argument {offset} ({a.name}): expected {a.spec.dtype} "
-                             f"{list(a.spec.shape)}, got {arr.dtype} {list(arr.shape)}")
-        if a.kind == "output":
-            if not (arr.flags.c_contiguous and arr.flags.writeable):
+            self._bind_on_device(offset, a, device, value)
+
+    def _bind_on_device(self, offset: int, a, device: str, value) -> None:
+        """The device's own array zero-copy; else a host array copied through a device buffer: uploaded now for
+        an input, downloaded after :meth:`run` for an output."""
+        mem = self.session._memories[device]
+        self._host_outputs.pop(offset, None)
+        arr = None if isinstance(value, int) else mem.import_array(value, a.spec)
+        if arr is not None:
+            try:
+                dtype = np.dtype(arr.dtype)
+            except TypeError:
+                dtype = arr.dtype
+            if tuple(arr.shape) != a.spec.shape or dtype != a.spec.np_dtype:
+                raise _mismatch(offset, a, dtype, arr.shape)
+            if a.kind == "output" and isinstance(arr, np.ndarray) and not arr.flags.writeable:
                 raise InputError(f"output argument {offset} ({a.name}) must be a writable C-contiguous array")
-        elif not arr.flags.c_contiguous:
-            arr = np.ascontiguousarray(arr)
-        self._args[offset] = arr
+            self._args[offset] = arr
+            self._imported.append(value)
+            return
+        host = _host_argument(offset, a, value)
+        staging = self._staging(offset, a, mem)
+        if a.kind == "input":
+            mem.from_host(host, staging)
+        else:
+            self._host_outputs[offset] = host
+        self._args[offset] = staging
+
+    def _staging(self, offset: int, a, mem: DeviceMemory):
+        ws = self._take_workspace()
+        buf = ws.staging.get(offset)
+        if buf is None:
+            buf = ws.staging[offset] = mem.view(mem.allocate(max(a.spec.nbytes, 1)), 0, a.spec)
+        return buf
+
+    def _take_workspace(self) -> _Workspace:
+        if self._workspace is None:
+            self._workspace = self.session._take_workspace()
+        return self._workspace
 
     def finish_io_binding(self) -> None:
         bm = self.module
         unbound = [f"{i} ({a.name})" for i, a in enumerate(bm.args) if a.kind == "input" and i not in self._args]
         if unbound:
             raise InputError(f"inputs not bound: {', '.join(unbound)}")
+        mems = self.session._memories
         for i, a in enumerate(bm.args):
-            if a.kind == "output" and i not in self._args:
-                self._args[i] = np.empty(a.spec.shape, dtype=a.spec.np_dtype)
-        if self._workspace is None:
-            self._workspace = self.session._take_workspace()
-        views = list(self._workspace)
+            if a.kind == "output" and i not in self._args:  # a fresh buffer: it is handed to the caller
+                device = self.session._arg_devices[i]
+                if device == HOST:
+                    self._args[i] = np.empty(a.spec.shape, dtype=a.spec.np_dtype)
+                else:
+                    self._args[i] = mems[device].view(mems[device].allocate(max(a.spec.nbytes, 1)), 0, a.spec)
+        views = list(self._take_workspace().views)
         for b in self.session._arg_rooted:  # argument buffers, and views of them, change per request
             if b.kind == "arg":
                 views[b.id] = self._args[b.arg]
             else:
-                views[b.id] = _view(views[b.source], b)
+                views[b.id] = mems[b.device].view(views[b.source], b.byte_offset, b.spec)
         self._views = views
         self._bound = True
 
     def release(self) -> None:
-        """Give the request's arena back to the session for the next request (the context is done)."""
+        """Give the request's arenas back to the session for the next request (the context is done)."""
         if self._workspace is not None:
             self.session._workspaces.put(self._workspace)
             self._workspace = None
@@ -298,6 +458,8 @@ class RequestContext:
     def run(self) -> None:
         if not self._bound:
             raise RuntimeError("call finish_io_binding() before run()")
+        if not self.session._lean:
+            return self._run_on_devices()
         v = self._views
         for kind, fn, s in self.session._steps:
             if kind == "copy":
@@ -306,29 +468,86 @@ class RequestContext:
                 fn([v[o] for o, e in zip(s.operands, s.effects) if e == READ],
                    [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE])
 
+    def _run_on_devices(self) -> None:
+        """:meth:`run` for artifacts with device buffers or stream-taking providers (the host-only loop stays lean)."""
+        v = self._views
+        for kind, fn, s in self.session._steps:
+            self._step(kind, fn, s, v)
+        self._download_host_outputs()
+
+    def _step(self, kind: str, fn, s, v: list) -> None:
+        if kind == "copy":
+            copy_into(v[s.operands[1]], v[s.operands[0]])
+        elif kind == "transfer":
+            fn(v[s.operands[0]], v[s.operands[1]])
+        else:
+            ins = [v[o] for o, e in zip(s.operands, s.effects) if e == READ]
+            outs = [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE]
+            if kind == "stream":
+                fn(ins, outs, self.stream)
+            else:
+                fn(ins, outs)
+
+    def _download_host_outputs(self) -> None:
+        if self._host_outputs:
+            self.sync()
+            for offset, host in self._host_outputs.items():
+                copy_into(host, self.session._memories[self.session._arg_devices[offset]].to_host(self._args[offset]))
+
     def _run_timed(self, times: list) -> None:
-        """:meth:`run`, appending each step's seconds to ``times[step]`` (kept apart: ``run`` is the hot path)."""
+        """:meth:`run`, appending each step's seconds to ``times[step]`` (kept apart: ``run`` is the hot path).
+        A step on a device is timed from an idle device to its own end: synchronized before and after."""
         v = self._views
         clock = time.perf_counter
-        for (kind, fn, s), acc in zip(self.session._steps, times):
+        stream = self.stream
+        for (kind, fn, s), acc, mems in zip(self.session._steps, times, self.session._step_memories):
+            for m in mems:
+                m.synchronize(stream)
             t0 = clock()
-            if kind == "copy":
-                copy_into(v[s.operands[1]], v[s.operands[0]])
-            else:
-                fn([v[o] for o, e in zip(s.operands, s.effects) if e == READ],
-                   [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE])
+            self._step(kind, fn, s, v)
+            for m in mems:
+                m.synchronize(stream)
             acc.append(clock() - t0)
+        self._download_host_outputs()
 
     def sync(self) -> None:
-        """Host execution is synchronous; kept for API compatibility with stream-based providers."""
+        """Wait for the request's work on every device (host execution is synchronous: nothing to wait for)."""
+        for m in self.session._device_memories:
+            m.synchronize(self.stream)
 
-    def get_arg(self, offset: int) -> np.ndarray:
-        return self._args[offset]
+    def get_arg(self, offset: int):
+        """The argument's array: a bound or fresh output, on its device (a host array bound to a device output
+        is filled by :meth:`run`)."""
+        host = self._host_outputs.get(offset)
+        return self._args[offset] if host is None else host
 
 
-def load(source, device: str = "cpu", *, expected_sha256: str | None = None) -> Session:
+def _mismatch(offset: int, a, dtype, shape) -> InputError:
+    role = "input" if a.kind == "input" else "output"
+    return InputError(f"{role} argument {offset} ({a.name}): expected {a.spec.dtype} {list(a.spec.shape)}, "
+                      f"got {dtype} {list(shape)}")
+
+
+def _host_argument(offset: int, a, value) -> np.ndarray:
+    """``value`` as a host array of the argument's shape and dtype (an int is a raw host pointer)."""
+    if isinstance(value, int):
+        buf = (ctypes.c_uint8 * a.spec.nbytes).from_address(value)
+        arr = np.ctypeslib.as_array(buf).view(a.spec.np_dtype).reshape(a.spec.shape)
+    else:
+        arr = as_numpy(value)
+    if tuple(arr.shape) != a.spec.shape or arr.dtype != a.spec.np_dtype:
+        raise _mismatch(offset, a, arr.dtype, arr.shape)
+    if a.kind == "output":
+        if not (arr.flags.c_contiguous and arr.flags.writeable):
+            raise InputError(f"output argument {offset} ({a.name}) must be a writable C-contiguous array")
+    elif not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr
+
+
+def load(source, device: str | None = None, *, expected_sha256: str | None = None) -> Session:
     """Load a ``.byre`` file, its bytes or an :class:`Artifact` into a ready :class:`Session`."""
     return Session(device).load(source, expected_sha256=expected_sha256)
 
 
-__all__ = ["Session", "RequestContext", "load", "as_numpy"]
+__all__ = ["Session", "RequestContext", "load", "as_numpy", "like_torch"]
