@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     ArtifactIntegrityError,
     ByreFormatError,
     ByteirError,
+    ByteirTargetWarning,
     FrontendError,
     InputError,
     NoFrontendError,
@@ -63,4 +64,5 @@ __all__ = [
     "compile", "load", "Session", "Artifact", "hookimpl", "__version__",
     "ByteirError", "ByreFormatError", "FrontendError", "NoFrontendError", "PassGroupError", "PluginLoadError",
     "ProviderError", "TargetError", "UnsupportedOpError", "InputError", "ArtifactIntegrityError",
+    "ByteirTargetWarning",
 ]

@@ -8,10 +8,11 @@ import json
 import os
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
-from .errors import ByteirError
+from .errors import ByteirError, ByteirTargetWarning
 
 EXIT_ERROR = 1
 
@@ -44,13 +45,21 @@ def cmd_compile(args) -> int:
     if args.cpu:
         os.environ["BYTEIR_CPU"] = args.cpu  # read by the cpu backend's code generator
     t0 = time.perf_counter()
-    with console.status("compiling") as status:
+    with console.status("compiling") as status, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ByteirTargetWarning)
         art = byteir_core.compile(
             args.model, target=args.target, frontend=args.frontend, output=out, dump_dir=args.dump_dir,
             pass_groups=args.pass_groups.split(",") if args.pass_groups else None,
             input_shapes=_shapes(args.input_shape), progress=lambda s: status.update(f"compiling: {s}"))
     dt = time.perf_counter() - t0
     console.print(f"wrote {out} ({out.stat().st_size} bytes) in {dt:.2f} s, target {args.target}")
+    for w in caught:  # ours where the user looks, after the line they read; anything else as Python shows it
+        if issubclass(w.category, ByteirTargetWarning):
+            from rich.text import Text
+
+            console.print(Text.assemble(("warning:", "yellow"), " ", str(w.message)))
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     if args.verbose:
         _print_report(console, art.report)
     return 0

@@ -87,3 +87,8 @@ class InputError(ByteirError, ValueError):
 
 class ArtifactIntegrityError(ByteirError):
     """An artifact's content hash does not match the hash the caller pinned."""
+
+
+class ByteirTargetWarning(UserWarning):
+    """A compile succeeded, but not the way the target's name promises: e.g. ``target="cuda"`` with no cuda
+    backend installed, so every op was compiled for the host instead. The message names what to install."""

@@ -213,6 +213,24 @@ def test_verbose_compile_and_inspect_show_devices_and_crossings(tmp_path):
     assert r.returncode == 0 and "output 0 output0: float32 [4, 8]" in r.stdout, r.stderr
 
 
+def test_target_cuda_without_its_plugin_warns_where_the_user_looks(tmp_path):
+    """Without byteir-backend-cuda, --target cuda compiles for the host: a warning on stderr says so, names what to
+    install and where the ops run; the artifact's report and manifest tell the same story."""
+    out = tmp_path / "x.byre"
+    r = byteir("compile", MLP, "-o", out, "--target", "cuda", BYTEIR_DISABLE_PLUGINS="cuda")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith(f"wrote {out}") and lines[0].endswith("target cuda")
+    assert re.fullmatch(r"warning: target 'cuda' is not installed \(pip install byteir-backend-cuda\): this artifact "
+                        r"runs its ops on reference x\d+ \(device cpu\) instead", lines[1]), lines
+    r = byteir("inspect", out, "--json")
+    info = json.loads(r.stdout)
+    assert info["manifest"]["target"] == "cuda" and set(info["ops_per_backend"]) == {"reference"}
+    assert info["computes_per_device"] == {"cpu": 1} and info["arenas"] == {}
+    r = byteir("compile", MLP, "-o", out, "--target", "cpu", "-v")  # an installed target: no warning
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+
+
 def test_inspect_manifest_and_extract(tmp_path):
     from importlib import metadata
 

@@ -7,6 +7,7 @@ to host code, or a host array to the device, fails loudly instead of working by 
 
 import threading
 import types
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import byteir_core
 from byteir_core import hookimpl, plugins
 from byteir_core.byre import read_artifact
-from byteir_core.errors import ByreFormatError, InputError, ProviderError
+from byteir_core.errors import ByreFormatError, ByteirTargetWarning, InputError, ProviderError
 from byteir_core.interfaces import Backend, CompiledCluster, DeviceMemory, HostMemory, Kernel, Provider
 from byteir_core.interpreter import Interpreter
 
@@ -367,3 +368,18 @@ def test_an_artifact_for_a_device_nobody_provides_names_what_to_install(art, mon
     with pytest.raises(ProviderError, match=f"callee '{DEV}.run' .* install byteir-backend-fakedev"):
         byteir_core.load(art.to_bytes())
 
+
+def test_compiling_for_a_well_known_target_that_is_not_installed_warns(monkeypatch):
+    monkeypatch.setenv("BYTEIR_DISABLE_PLUGINS", "cuda")
+    monkeypatch.setattr(plugins, "_registry", plugins.load_registry())
+    with pytest.warns(ByteirTargetWarning, match=r"target 'cuda' is not installed \(pip install byteir-backend-cuda\):"
+                                                 r" this artifact runs its ops on reference x3 \(device cpu\)") as w:
+        art = byteir_core.compile(PROGRAM, target="cuda")
+    assert w[0].filename == __file__  # it points at the caller's compile line
+    assert art.manifest["target"] == "cuda" and art.report["ops_per_backend"] == {
+        "reference": {"stablehlo.add": 1, "stablehlo.multiply": 1, "stablehlo.tanh": 1}}
+    assert "no installed backend serves target 'cuda' (pip install byteir-backend-cuda)" in art.report["notes"][0]
+    assert {b.device for b in art.module.buffers} == {"cpu"} and art.report["devices"] == {"cpu": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ByteirTargetWarning)
+        byteir_core.compile(PROGRAM, target="reference")  # an installed target compiles without a warning

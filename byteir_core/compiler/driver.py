@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import json
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -15,14 +16,15 @@ import numpy as np
 from ..byre import Artifact
 from ..byre.format import HOST, READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step
 from ..dtypes import TensorSpec
-from ..errors import FrontendError, NoFrontendError, PassGroupError, TargetError, UnsupportedOpError
+from ..errors import (ByteirTargetWarning, FrontendError, NoFrontendError, PassGroupError, TargetError,
+                      UnsupportedOpError)
 from ..interfaces import Cluster
 from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, run_pipeline
 from ..plugins import Registry, get_registry
 from .memplan import plan_memory
 from .outline import outline, used_values
-from .partition import (fallback_chain, form_clusters, location_of, ops_per_backend, partition_by_capability,
-                        target_device)
+from .partition import (fallback_chain, form_clusters, location_of, missing_distribution, ops_per_backend,
+                        partition_by_capability, target_device)
 
 #: Constants bigger than this (and not splats) become weights: arguments of the entry function whose values
 #: travel in the artifact, instead of being copied into every cluster that uses them.
@@ -208,6 +210,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes, "arenas": bm.arenas}
+    _warn_if_target_missing(target, registry, bm.report)
     art = Artifact(bm)
     stages.dump("byre", art.text)  # for reading: payloads elided
     if stages.dump_dir:  # for re-entering: the loadable artifact itself
@@ -215,6 +218,18 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     if output is not None:
         art.save(output)
     return art
+
+
+def _warn_if_target_missing(target: str, registry: Registry, report: dict) -> None:
+    """A well-known target that is not installed compiles for the host: say so where the user looks."""
+    dist = missing_distribution(target, registry)
+    if dist is None:
+        return
+    ran = ", ".join(f"{b} x{sum(ops.values())} (device {registry.backends[b].device})"
+                    for b, ops in report["ops_per_backend"].items())
+    warnings.warn(ByteirTargetWarning(
+        f"target {target!r} is not installed (pip install {dist}): this artifact runs its ops on "
+        f"{ran or 'no backend'} instead"), stacklevel=4)  # the line that called byteir_core.compile
 
 
 def dynamic_arguments(module) -> list[str]:

@@ -13,9 +13,10 @@ from ..errors import TargetError, UnsupportedOp, UnsupportedOpError
 from ..interfaces import Backend
 from ..plugins import Registry
 
-#: Targets that later plugins provide; naming one that is not installed falls back to ``reference`` (with a
-#: note in the report) instead of failing, so ``--target cpu`` works with only the core installed.
-WELL_KNOWN_TARGETS = ("cpu", "cuda")
+#: Targets that later plugins provide, with the distribution that provides each. Naming one that is not
+#: installed falls back to ``reference`` instead of failing, so ``--target cpu`` works with only the core
+#: installed; the report notes it and the compile warns (:class:`ByteirTargetWarning`), naming what to install.
+WELL_KNOWN_TARGETS = {"cpu": "byteir-backend-cpu", "cuda": "byteir-backend-cuda"}
 REFERENCE = "reference"
 
 
@@ -34,7 +35,8 @@ def fallback_chain(target: str, registry: Registry) -> tuple[list[str], list[str
         chain.append(t)
         members = served.get(t, [])
         if not members:
-            notes.append(f"no installed backend serves target {t!r}; its ops fall back to "
+            install = f" (pip install {WELL_KNOWN_TARGETS[t]})" if t in WELL_KNOWN_TARGETS else ""
+            notes.append(f"no installed backend serves target {t!r}{install}; its ops fall back to "
                          f"{'the rest of the chain' if t != REFERENCE else 'nothing'}")
         for b in members:
             queue.extend(b.fallback)
@@ -42,6 +44,13 @@ def fallback_chain(target: str, registry: Registry) -> tuple[list[str], list[str
         chain.remove(REFERENCE)
     chain.append(REFERENCE)
     return chain, notes
+
+
+def missing_distribution(target: str, registry: Registry) -> str | None:
+    """The distribution to install when ``target`` is a well-known target no installed backend serves."""
+    if target in WELL_KNOWN_TARGETS and not _targets(registry).get(target):
+        return WELL_KNOWN_TARGETS[target]
+    return None
 
 
 def target_device(target: str, registry: Registry) -> str:
