@@ -1,14 +1,16 @@
 """Devices (ByRE 1.1): buffers on a device of a plugin's own, copies where data crosses, arenas per device.
 
-A throwaway plugin declares device "fakedev": a backend claiming stablehlo.add/multiply and a provider whose
+A throwaway plugin declares device "fakedev": a backend claiming add, multiply and reshape and a provider whose
 memory wraps host bytes in :class:`FakeArray`, a class NumPy cannot read. Any place that hands a device array
 to host code, or a host array to the device, fails loudly instead of working by accident.
 """
 
+import tempfile
 import threading
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,7 +95,7 @@ class FakeBackend(Backend):
     fallback = ()  # the rest goes to the reference backend, on the host
 
     def claims(self, op):
-        return 10 if op.name in ("stablehlo.add", "stablehlo.multiply") else None
+        return 10 if op.name in ("stablehlo.add", "stablehlo.multiply", "stablehlo.reshape") else None
 
     def compile(self, cluster):
         return CompiledCluster(f"{DEV}.run", Kernel("stablehlo-portable", cluster.portable_artifact()))
@@ -383,3 +385,50 @@ def test_compiling_for_a_well_known_target_that_is_not_installed_warns(monkeypat
     with warnings.catch_warnings():
         warnings.simplefilter("error", ByteirTargetWarning)
         byteir_core.compile(PROGRAM, target="reference")  # an installed target compiles without a warning
+
+
+VIEWS = """
+func.func @main(%x: tensor<8x64xf32>, %y: tensor<512xf32>) -> (tensor<512xf32>, tensor<512xf32>) {
+  %a = stablehlo.add %x, %x : tensor<8x64xf32>
+  %r = stablehlo.reshape %a : (tensor<8x64xf32>) -> tensor<512xf32>
+  %t = stablehlo.tanh %r : tensor<512xf32>
+  %m = stablehlo.multiply %t, %y : tensor<512xf32>
+  %xr = stablehlo.reshape %x : (tensor<8x64xf32>) -> tensor<512xf32>
+  return %m, %xr : tensor<512xf32>, tensor<512xf32>
+}
+"""
+
+
+def test_views_of_device_buffers_live_on_the_device(fake):
+    """A reshape is a view of its source, on the source's device: of an intermediate (read on the host through a
+    copy) and of an argument (returned through a copy on the device)."""
+    art = byteir_core.compile(VIEWS, target=DEV)
+    bm = art.module
+    aliases = [b for b in bm.buffers if b.kind == "alias"]
+    assert len(aliases) == 2 and all(b.device == DEV == bm.buffers[b.source].device for b in aliases)
+    assert [c["src_device"] + "->" + c["dst_device"] for c in art.report["copies"]] == [f"{DEV}->cpu", f"cpu->{DEV}"]
+    x = np.random.default_rng(5).standard_normal((8, 64)).astype(np.float32)
+    y = np.random.default_rng(6).standard_normal(512).astype(np.float32)
+    for s in (byteir_core.load(art.to_bytes()), byteir_core.load(art.save(Path(tempfile.mkdtemp()) / "v.byre"))):
+        m, xr = s(x, y)
+        np.testing.assert_allclose(m, np.tanh(2 * x.reshape(-1).astype(np.float64)) * y, rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(xr, x.reshape(-1))
+        fm, fxr = s(FakeArray(x.copy()), FakeArray(y.copy()))
+        np.testing.assert_array_equal(fm.data, m)
+        np.testing.assert_array_equal(fxr.data, x.reshape(-1))
+
+
+def test_a_program_with_no_step_on_the_device_still_takes_and_gives_device_arrays(fake):
+    """Every op falls back to the host: the arguments stay on fakedev, whose memory comes from its provider."""
+    art = byteir_core.compile("""func.func @main(%x: tensor<4xf32>) -> tensor<4xf32> {
+  %t = stablehlo.tanh %x : tensor<4xf32>
+  return %t : tensor<4xf32>
+}""", target=DEV)
+    assert art.report["devices"] == {"cpu": 1} and art.module.arg_devices() == [DEV, DEV]
+    assert [(c["src_device"], c["dst_device"]) for c in art.report["copies"]] == [(DEV, "cpu"), ("cpu", DEV)]
+    s = byteir_core.load(art.to_bytes())
+    x = np.array([0.5, -1.0, 2.0, 0.0], np.float32)
+    np.testing.assert_allclose(s(x), np.tanh(x), rtol=1e-6)
+    out = s(FakeArray(x.copy()))
+    assert type(out) is FakeArray
+    np.testing.assert_allclose(out.data, np.tanh(x), rtol=1e-6)
