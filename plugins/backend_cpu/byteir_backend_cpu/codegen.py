@@ -6,7 +6,8 @@ MLIR translates the LLVM dialect to LLVM IR; llvmlite's LLVM optimizes it for th
 default the compiling machine's: AVX-512/AVX2 as it has them) with the loop and SLP vectorizers, vector math
 going to glibc's libmvec; the object is linked by the system C compiler into a shared object that the
 provider loads with ctypes: no JIT at load time. The ISA extensions the code may use travel with the kernel
-and the provider refuses to load it on a CPU without them.
+and the provider refuses to load it on a CPU without them; beyond libc, libm, libmvec and the OpenMP runtime
+the kernel calls only what it carries (:mod:`.portability`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from byteir_core.errors import TargetError
 from byteir_core.interfaces import Cluster
 from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, module_to_bytecode, run_pipeline, walk_ops
 
+from .portability import BF16_AS_F32, check_portable, expand_bf16_conversions, link_helpers
 from .provider import openmp_library
 
 # Linalg on tensors, with elementwise producers fused into their consumers.
@@ -150,6 +152,8 @@ def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False):
                 op.attributes["llvm.emit_c_interface"] = ir.UnitAttr.get()
         _mark_reductions_reassociable(m)
         _mark_noalias(m)
+        _stage(m, "bf16-as-f32", lambda: run_pipeline(m, BF16_AS_F32))
+        _stage(m, "expand-bf16-conversions", lambda: expand_bf16_conversions(m))
         _stage(m, "lower-to-llvm", lambda: run_pipeline(m, TO_LLVM_OPENMP if threads else TO_LLVM))
     return m
 
@@ -296,16 +300,22 @@ def _check_cpu_name(name: str) -> None:
 
 
 def llvm_object(m) -> tuple[bytes, tuple[str, ...]]:
-    """(object code, ISA flags it may use) from an LLVM-dialect module: MLIR translates it to LLVM IR,
-    llvmlite's LLVM optimizes it for :func:`target_cpu` (O3 with loop and SLP vectorization), vector math
-    becomes libmvec calls, and the object is position-independent."""
+    """(object code, ISA flags it may use) from an LLVM-dialect module: MLIR translates it to LLVM IR for
+    :func:`object_from_llvm_ir`."""
     from torch_mlir.dialects import llvm as llvmd
 
-    llvm = _llvmlite()
-    cpu, features, isa = target_cpu()
     with m.context:
         text = llvmd.translate_module_to_llvmir(m.operation)
-    mod = llvm.parse_assembly(_older_float_syntax(text))
+    return object_from_llvm_ir(_older_float_syntax(text))
+
+
+def object_from_llvm_ir(text: str) -> tuple[bytes, tuple[str, ...]]:
+    """(object code, ISA flags it may use) from LLVM IR in llvmlite's dialect: llvmlite's LLVM optimizes it for
+    :func:`target_cpu` (O3 with loop and SLP vectorization), vector math becomes libmvec calls, the conversion
+    helpers the CPU may need are added, and the object is position-independent."""
+    llvm = _llvmlite()
+    cpu, features, isa = target_cpu()
+    mod = llvm.parse_assembly(text)
     triple = llvm.get_process_triple()
     tm = llvm.Target.from_triple(triple).create_target_machine(
         cpu=cpu, features=features, opt=OPT_LEVEL, reloc="pic", codemodel="default")
@@ -320,6 +330,7 @@ def llvm_object(m) -> tuple[bytes, tuple[str, ...]]:
     vector_math = _to_libmvec(text, isa)
     if vector_math is not text:
         mod = llvm.parse_assembly(vector_math)
+    link_helpers(mod)
     return tm.emit_object(mod), isa
 
 
@@ -360,26 +371,36 @@ def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool, tuple[str, 
     threads = wants_threads(cluster)
     m = lower_to_llvm_dialect(cluster, threads)
     omp = openmp_library() if threads else None
+    with m.context:
+        try:
+            code, isa = llvm_object(m)
+        except TargetError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise TargetError(f"cpu codegen failed in LLVM: {e}") from None
+    return link_shared_object(code, cluster.name, omp), bool(omp), isa
+
+
+def link_shared_object(code: bytes, name: str, omp: str | None = None) -> bytes:
+    """The object code of kernel ``name`` linked into a shared object by the system C compiler, checked to
+    call nothing beyond libc, libm, libmvec and ``omp`` (the OpenMP runtime's path, or None): whatever it takes
+    from libgcc is copied in (``-static-libgcc``), as libgcc_s is not on every machine in the same version."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
         raise TargetError("cpu backend needs a C compiler driver (cc or gcc) to link kernels; none on PATH")
     with tempfile.TemporaryDirectory(prefix="byteir-cpu-") as d:
         obj, so = os.path.join(d, "k.o"), os.path.join(d, "k.so")
-        with m.context:
-            try:
-                code, isa = llvm_object(m)
-            except TargetError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                raise TargetError(f"cpu codegen failed in LLVM: {e}") from None
         with open(obj, "wb") as f:
             f.write(code)
         # libiomp5 is named (DT_NEEDED) but found at run time by soname: the provider loads it first.
         libs = ["-L" + os.path.dirname(omp), "-liomp5"] if omp else []
         if _libmvec():
             libs.append("-lmvec")
-        r = subprocess.run([cc, "-shared", "-o", so, obj, "-lm", *libs], capture_output=True, text=True)
+        r = subprocess.run([cc, "-shared", "-static-libgcc", "-o", so, obj, "-lm", *libs], capture_output=True,
+                           text=True)
         if r.returncode != 0:
             raise TargetError(f"linking the cpu kernel failed ({cc}): {r.stderr.strip()}")
         with open(so, "rb") as f:
-            return f.read(), bool(omp), isa
+            data = f.read()
+    check_portable(data, name)
+    return data

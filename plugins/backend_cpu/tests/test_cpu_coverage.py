@@ -13,7 +13,7 @@ import byteir_core
 from byteir_core.dtypes import to_numpy
 
 sys.path.insert(0, os.path.dirname(__file__))  # the helpers of the differential tests (import mode: importlib)
-from test_cpu_differential import check, random, ty  # noqa: E402
+from test_cpu_differential import check, on_older_cpus, random, ty  # noqa: E402
 
 rng = np.random.default_rng(99)
 INTS = ["i8", "i32", "i64"]
@@ -91,7 +91,7 @@ def test_reduce_precision(dtype, fmt):
 # ---------------------------------------------------------------- expanded ops
 
 
-@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("dtype", on_older_cpus(FLOATS))
 def test_cbrt(dtype):
     x = np.array([1, -8, 27, 0, -0.0, 0.001, -3.5, 1e4, np.inf, -np.inf, np.nan, 64, 0.125, 2, -1e-3, 7.77],
                  dtype=np.float64)
@@ -133,7 +133,7 @@ def test_batch_norm_inference_against_numpy(dtype, shape, feature):
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=tol, atol=tol * 4)
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "f64"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "f16", "bf16", "f64"]))
 @pytest.mark.parametrize("shape,feature", [((4, 3, 5, 2), 1), ((8, 6), 1), ((2, 5, 3), 2), ((6,), 0)])
 def test_batch_norm_training_against_numpy(dtype, shape, feature):
     """Batch statistics (mean, biased variance) over every dimension but the feature one. The reference
@@ -200,7 +200,7 @@ def counted_loop(dtype, trips):
 }}"""
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "i8", "i32", "i64"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "f16", "bf16", "i8", "i32", "i64"]))
 @pytest.mark.parametrize("trips", [0, 1, 6])
 def test_while_fibonacci_swaps_carried_values(dtype, trips):
     """The body yields (b, a + b): carried values change places every iteration."""
@@ -390,7 +390,7 @@ def if_program(dtype, shape):
 }}"""
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "i1", "i8", "i32", "i64"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "f16", "bf16", "i1", "i8", "i32", "i64"]))
 @pytest.mark.parametrize("pred", [True, False])
 def test_if_branches_differ(dtype, pred):
     shape = (3, 2)
@@ -935,7 +935,7 @@ def test_scatter_inside_control_flow_dtypes(dtype, combiner):
     check(text, [np.array(True), random(shape, dtype), idx.astype(np.int64), u], ["stablehlo.if"])
 
 
-@pytest.mark.parametrize("dtype", ["f32", "bf16", "i32"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "bf16", "i32"]))
 def test_while_loop_writing_one_row_per_iteration(dtype):
     """A fori_loop with x.at[i % 5].add(rows[i % 5]): scatter in a while body, 7 trips (rows revisited)."""
     t, r, s = ty((5, 3), dtype), ty((1, 3), dtype), ty((), dtype)

@@ -31,6 +31,23 @@ def random(shape, dtype, kind="any"):
     return a.astype(dt)
 
 
+#: Where a dtype's kernels differ by CPU: no bf16 conversion instruction below AVX512-BF16, no f16 one below F16C
+#: (x86-64-v3). Those cases run once more with kernels built for these CPUs (marker ``cpu``, see conftest.py),
+#: so a machine with AVX-512 also runs what an AVX2 or a baseline x86-64 machine would.
+OLDER_CPUS = {"bf16": ("x86-64-v3", "x86-64"), "f16": ("x86-64",)}
+
+
+def on_older_cpus(cases):
+    """``cases`` (dtypes, or tuples of dtypes for a multi-argument parametrize), then each case again for every
+    CPU of :data:`OLDER_CPUS` that one of its dtypes names."""
+    extra = []
+    for case in cases:
+        dtypes = case if isinstance(case, tuple) else (case,)
+        for cpu in dict.fromkeys(c for d in dtypes for c in OLDER_CPUS.get(d, ())):
+            extra.append(pytest.param(*dtypes, marks=pytest.mark.cpu(cpu), id="-".join([*dtypes, cpu])))
+    return [*cases, *extra]
+
+
 def ty(shape, dtype):
     return "tensor<" + "".join(f"{d}x" for d in shape) + dtype + ">"
 
@@ -67,7 +84,7 @@ UNARY_FLOAT = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "f64", "f16", "bf16"]))
 @pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
 def test_unary_float(op, dtype):
     t = ty((3, 5), dtype)
@@ -79,7 +96,7 @@ BINARY_FLOAT = {"add": "any", "subtract": "any", "multiply": "any", "divide": "n
                 "minimum": "any", "atan2": "nonzero", "power": "positive", "remainder": "nonzero"}
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f64", "f16", "bf16"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "f64", "f16", "bf16"]))
 @pytest.mark.parametrize("op", sorted(BINARY_FLOAT))
 def test_binary_float(op, dtype):
     t = ty((4, 3), dtype)
@@ -138,9 +155,9 @@ def test_compare_select_clamp(direction, dtype):
           ["stablehlo.compare", "stablehlo.select", "stablehlo.clamp"])
 
 
-@pytest.mark.parametrize("src,dst", [("f32", "i32"), ("i32", "f32"), ("f32", "f16"), ("f16", "f32"),
-                                     ("i64", "i32"), ("i32", "i64"), ("i1", "f32"), ("f32", "i1"),
-                                     ("f64", "f32"), ("i8", "i32"), ("f32", "bf16"), ("bf16", "f32"), ("bf16", "i32")])
+@pytest.mark.parametrize("src,dst", on_older_cpus([
+    ("f32", "i32"), ("i32", "f32"), ("f32", "f16"), ("f16", "f32"), ("i64", "i32"), ("i32", "i64"), ("i1", "f32"),
+    ("f32", "i1"), ("f64", "f32"), ("i8", "i32"), ("f32", "bf16"), ("bf16", "f32"), ("bf16", "i32")]))
 def test_convert(src, dst):
     a, b = ty((5,), src), ty((5,), dst)
     text = f"func.func @main(%x: {a}) -> {b} {{\n  %r = stablehlo.convert %x : ({a}) -> {b}\n  return %r : {b}\n}}"
@@ -156,7 +173,7 @@ def test_is_finite():
     check(text, [np.array([1.0, np.inf, -np.inf, np.nan, 0.0, -3.5], np.float32)], ["stablehlo.is_finite"])
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16", "i32"])
+@pytest.mark.parametrize("dtype", on_older_cpus(["f32", "f16", "bf16", "i32"]))
 def test_dot_general_batched_and_transposed(dtype):
     text = f"""func.func @main(%a: {ty((2, 3, 5), dtype)}, %b: {ty((2, 4, 5), dtype)}) -> {ty((2, 3, 4), dtype)} {{
   %d = stablehlo.dot_general %a, %b, batching_dims = [0] x [0], contracting_dims = [2] x [2] : ({ty((2, 3, 5), dtype)}, {ty((2, 4, 5), dtype)}) -> {ty((2, 3, 4), dtype)}
