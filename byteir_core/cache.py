@@ -31,18 +31,15 @@ def cache_dir() -> Path:
         return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "byteir"
 
 
-#: Environment variables that change what the compiler emits.
-CODEGEN_ENV = ("BYTEIR_CPU", "BYTEIR_CPU_DNNL", "BYTEIR_CPU_OPENMP", "BYTEIR_NUM_THREADS")
-
-
 def make_key(*parts) -> str:
     """sha256 over ``parts`` (bytes, str or JSON-able) plus the installed core and plugin versions."""
     from . import __version__
     from .plugins import get_registry
 
     h = hashlib.sha256()
-    # BYTEIR_* settings that change generated code (the CPU it is compiled for) are part of every key
-    env = {k: v for k, v in sorted(os.environ.items()) if k in CODEGEN_ENV}
+    # BYTEIR_* settings can change what plugins emit (BYTEIR_CPU: the CPU kernels are compiled for): all of
+    # them but the cache's own location are part of every key
+    env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("BYTEIR_") and k != "BYTEIR_CACHE_DIR"}
     for p in (__version__, json.dumps(get_registry().versions(), sort_keys=True), env, *parts):
         if isinstance(p, (bytes, bytearray, memoryview)):
             data = bytes(p)

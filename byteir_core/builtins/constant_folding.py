@@ -5,7 +5,8 @@
   weight in the layout the kernel wants, instead of a transpose run on every call.
 - Any other op whose operands are all constants and whose results are small is evaluated by the StableHLO
   reference interpreter. Only ops the interpreter supports are folded (it aborts the process on others), and
-  only when every result has at most :data:`MAX_FOLDED_ELEMENTS` elements, so constants never grow (nor are broadcasts of non-splat constants folded).
+  only when every result has at most :data:`MAX_FOLDED_ELEMENTS` elements, so constants never grow (and
+  broadcasts of non-splat constants are left to their consumers).
 """
 
 from __future__ import annotations

@@ -144,8 +144,7 @@ def _per_channel(v, dim: int, n: int):
     if any(src.shape[k] != 1 for k, d in enumerate(bdims) if d != dim):
         return None
     if dim in bdims:
-        vec = src.reshape(-1) if src.size == n else None
-        return None if vec is None else vec
+        return src.reshape(-1) if src.size == n else None
     return np.full(n, src.reshape(-1)[0]) if src.size == 1 else None
 
 

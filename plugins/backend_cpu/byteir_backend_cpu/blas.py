@@ -86,7 +86,7 @@ class CpuGemmBackend(Backend):
         # runtime operands that are artifact weights (the provider prepacks them once)
         const_operands = ",".join(str(i) for i in cluster.constant_inputs)
         if dot.name == "stablehlo.convolution":
-            epilogue = _epilogue_steps(dot, ops, list(block.arguments), cluster)
+            epilogue = _epilogue_steps(dot, ops, args)
             return CompiledCluster(CONV_CALLEE, kernel, {**_conv_attrs(dot), "const_operands": const_operands,
                                                          "epilogue": epilogue})
         attrs = {k: ",".join(map(str, v)) for k, v in _dims(dot).items()}
@@ -215,10 +215,10 @@ def _epilogue_ok(op) -> bool:
     return _same(_previous(op), px) and not _same(po, px)  # + residual
 
 
-def _epilogue_steps(conv, ops, args, cluster) -> str:
-    """The cluster's ops after ``conv`` as oneDNN post-op steps: ``bias:<input>`` (a per-channel vector, as
-    a cluster input or ``c<k>`` a constant carried in the kernel), ``add:<input>`` (a whole tensor),
-    ``relu``; ';'-separated."""
+def _epilogue_steps(conv, ops, args) -> str:
+    """The cluster's ops after ``conv`` as ';'-separated steps: ``bias@<input>`` (a per-channel vector the
+    runtime passes, a weight) or ``bias=<v0>,<v1>,...`` (its values), ``add:<input>`` (a whole tensor),
+    ``relu``."""
     steps = []
     cur = conv.results[0]
     for o in ops:
@@ -254,9 +254,8 @@ def _maxpool_attrs(op) -> dict | None:
     t = op.operands[0].type
     if not (_static(t) and str(ir.RankedTensorType(t).element_type) == "f32"):
         return None
-    init = op.operands[1].owner
-    init = getattr(init, "operation", init)
-    if not isinstance(init, ir.Operation) or init.name != "stablehlo.constant":
+    init = _producer(op.operands[1])
+    if init is None or init.name != "stablehlo.constant":
         return None
     if float(np.asarray(init.attributes["value"]).reshape(-1)[0]) != -np.inf:
         return None
@@ -373,7 +372,7 @@ class CpuGemmProvider(Provider):
         if callee == CONV_CALLEE:
             return self._load_conv(callee, kernel, attrs)
         if callee == POOL_CALLEE:
-            return self._load_pool(callee, attrs)
+            return _load_pool(callee, attrs)
         try:
             lb, lc = _ints(attrs["lhs_batch"]), _ints(attrs["lhs_contract"])
             rb, rc = _ints(attrs["rhs_batch"]), _ints(attrs["rhs_contract"])
@@ -417,9 +416,6 @@ class CpuGemmProvider(Provider):
                 np.matmul(a, bm, out=out)
 
         return run
-
-    def _load_pool(self, callee, attrs):
-        return _load_pool_impl(callee, attrs)
 
     def _load_conv(self, callee, kernel, attrs):
         try:
@@ -483,7 +479,7 @@ class CpuGemmProvider(Provider):
         return run
 
 
-def _load_pool_impl(callee, attrs):
+def _load_pool(callee, attrs):
     try:
         perm, window, strides = _ints(attrs["perm"]), _ints(attrs["window"]), _ints(attrs["strides"])
         dilation, padding = _ints(attrs["dilation"]), _ints(attrs["padding"])

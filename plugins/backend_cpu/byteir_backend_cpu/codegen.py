@@ -75,9 +75,9 @@ def _stage(module, name: str, fn) -> None:
 
 
 def wants_threads(cluster: Cluster) -> bool:
-    """OpenMP kernels are opt-in (BYTEIR_CPU_OPENMP=1): measured on 2 cores, their thread pool fights NumPy's
-    OpenBLAS pool (BERT: 9.2 ms serial, 34.6 ms with KMP_BLOCKTIME=0, 10.0 ms with the default 200 ms spin).
-    One pool shared by GEMMs and generated kernels is the way to turn them on by default."""
+    """OpenMP kernels are opt-in (BYTEIR_CPU_OPENMP=1): measured on 2 cores when GEMMs ran on OpenBLAS, the two
+    pools fought (BERT: 9.2 ms serial, 34.6 ms with KMP_BLOCKTIME=0, 10.0 ms with the default 200 ms spin).
+    GEMMs now run on oneDNN in the same Intel OpenMP pool; turning these on by default awaits a new measure."""
     if os.environ.get("BYTEIR_CPU_OPENMP") != "1" or os.environ.get("BYTEIR_NUM_THREADS") == "1":
         return False
     if openmp_library() is None:

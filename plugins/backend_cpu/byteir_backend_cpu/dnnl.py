@@ -90,15 +90,13 @@ class _Lib:
         if self.version[:2] != VERSION:
             raise ProviderError(f"{path} is oneDNN {'.'.join(map(str, self.version))}; byteir's oneDNN calls "
                                 f"are written for {VERSION[0]}.{VERSION[1]} (pip install '{DIST}==2023.2.0')")
-        for name in ("dnnl_primitive_desc_query_md", "dnnl_primitive_desc_query_md"):
-            getattr(lib, name).restype = ctypes.c_void_p
+        lib.dnnl_primitive_desc_query_md.restype = ctypes.c_void_p
         lib.dnnl_memory_desc_get_size.restype = ctypes.c_size_t
         lib.dnnl_memory_desc_equal.restype = ctypes.c_int
         self.engine = ctypes.c_void_p()
         self.check(lib.dnnl_engine_create(ctypes.byref(self.engine), ENGINE_CPU, ctypes.c_size_t(0)), "engine")
         self.stream = ctypes.c_void_p()
         self.check(lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, STREAM_DEFAULT), "stream")
-        self.lock = threading.Lock()
 
     @staticmethod
     def check(status: int, what: str) -> None:
@@ -150,16 +148,16 @@ def lib() -> _Lib:
         if _lib is None:
             path = library_path()
             if path is None:
-                raise ProviderError(f"this artifact calls oneDNN, which is not installed: pip install '{DIST}==2023.2.0' "
-                                    "(or set BYTEIR_DNNL_LIB)")
+                raise ProviderError(f"this artifact calls oneDNN, which is not installed: "
+                                    f"pip install '{DIST}==2023.2.0' (or set BYTEIR_DNNL_LIB)")
             _lib = _Lib(path)
         return _lib
 
 
 @lru_cache(maxsize=1)
 def available() -> bool:
-    """Whether oneDNN loads here (compile time: decides whether the compiler emits ``cpu.dnnl.*`` callees).
-    ``BYTEIR_CPU_DNNL=0`` turns it off."""
+    """Whether oneDNN loads here: the cpu_blas provider then runs its GEMMs, convolutions and poolings through
+    it (checked when an artifact loads). ``BYTEIR_CPU_DNNL=0`` turns it off."""
     if os.environ.get("BYTEIR_CPU_DNNL", "1") == "0":
         return False
     try:
@@ -228,7 +226,8 @@ class Conv(_Planned):
 
     def _md_of(self, a: np.ndarray, perm, groups: int = 1):
         dims = [a.shape[d] for d in perm]
-        st = [_elem_strides(a)[d] for d in perm]
+        strides = _elem_strides(a)
+        st = [strides[d] for d in perm]
         if groups > 1:  # weights (O, I, ...) -> (G, O/G, I, ...)
             dims = [groups, dims[0] // groups] + dims[1:]
             st = [st[0] * (dims[1])] + st
@@ -354,8 +353,9 @@ class MaxPool(_Planned):
         self.impl = None
 
     def _md(self, a):
+        strides = _elem_strides(a)
         return self.L.md_strided([a.shape[d] for d in self.perm], _DT_NAME[a.dtype],
-                                 [_elem_strides(a)[d] for d in self.perm])
+                                 [strides[d] for d in self.perm])
 
     def _plan(self, x, out):
         L = self.L
