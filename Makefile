@@ -30,11 +30,16 @@ test: setup
 
 # the quick loop: everything but the model-zoo sized tests
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not gpu"
 
-# GPU numerics and benchmarks; run on a machine with a GPU (see the device notes in README)
-test-gpu: setup
-	$(PY) -m pytest -q -m gpu || test $$? -eq 5 && echo "no GPU tests are collected yet: no CUDA backend is installed"
+# On a machine with an NVIDIA GPU: the cuda zoo, streams, CUDA graphs and flash attention against torch CUDA,
+# then the GPU benchmark (byteir vs torch eager and Inductor, one process). It needs a Python whose torch is a
+# CUDA build and which has CuPy (setup's .venv has the CPU torch): `make test-gpu GPU_PYTHON=python3` with
+# byteir and its plugins installed there (pip install -e . -e plugins/backend_cuda ...).
+GPU_PYTHON ?= $(PY)
+test-gpu:
+	$(GPU_PYTHON) -m pytest -q -m gpu plugins/backend_cuda/tests
+	$(GPU_PYTHON) benchmarks/cuda_models.py
 
 # the peers the CPU benchmark compares against (not needed for tests)
 bench-setup: setup

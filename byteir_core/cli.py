@@ -44,6 +44,8 @@ def cmd_compile(args) -> int:
     out = Path(args.output or Path(args.model).with_suffix(".byre").name)
     if args.cpu:
         os.environ["BYTEIR_CPU"] = args.cpu  # read by the cpu backend's code generator
+    if args.gpu_arch:
+        os.environ["BYTEIR_CUDA_ARCHS"] = args.gpu_arch  # read by the cuda backend
     t0 = time.perf_counter()
     with console.status("compiling") as status, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ByteirTargetWarning)
@@ -295,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cpu", help="CPU the native kernels are compiled for (target cpu): an LLVM CPU name such as "
                    "x86-64-v3 (AVX2), x86-64-v4 (AVX-512), znver4, skylake-avx512; default: this machine's "
                    "(env BYTEIR_CPU)")
+    c.add_argument("--gpu-arch", help="GPU architectures the cuda kernels are compiled for (target cuda), e.g. "
+                   "sm_80,sm_90; default: this machine's GPU, else sm_80 and sm_90 (env BYTEIR_CUDA_ARCHS)")
     c.add_argument("-v", "--verbose", action="store_true", help="print the compile report")
     c.set_defaults(fn=cmd_compile)
 

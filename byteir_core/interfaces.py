@@ -186,7 +186,8 @@ class DeviceMemory:
         raise NotImplementedError
 
     def to_host(self, src) -> np.ndarray:
-        """A new host array with ``src``'s shape, dtype and contents."""
+        """A new host array with ``src``'s shape and bytes. The session views it with the argument's element
+        type, so a device library without that type (CuPy has no bfloat16) may return another of its width."""
         raise NotImplementedError
 
     def copy(self, src, dst) -> None:
@@ -199,9 +200,10 @@ class DeviceMemory:
         host copy). The result must have ``spec``'s shape and dtype; the session checks."""
         return None
 
-    def export(self, array, like) -> Any:
+    def export(self, array, like, spec: TensorSpec | None = None) -> Any:
         """Hand the output ``array`` back in the caller's kind: ``like`` is one of the caller's inputs that
-        :meth:`import_array` took (a torch tensor asks for a torch tensor back), or None."""
+        :meth:`import_array` took (a torch tensor asks for a torch tensor back), or None; ``spec`` is the
+        output's shape and element type."""
         return array
 
     def synchronize(self, stream) -> None:
@@ -239,7 +241,7 @@ class HostMemory(DeviceMemory):
             return None
         return arr if arr.flags.c_contiguous else None  # a strided view: the session copies it (or refuses it)
 
-    def export(self, array: np.ndarray, like) -> Any:
+    def export(self, array: np.ndarray, like, spec: TensorSpec | None = None) -> Any:
         if like is not None and type(like).__module__.startswith("torch"):
             from .runtime.session import like_torch
 

@@ -80,7 +80,7 @@ class FakeMemory(DeviceMemory):
     def import_array(self, x, spec):
         return x if isinstance(x, FakeArray) else None
 
-    def export(self, array, like):
+    def export(self, array, like, spec=None):
         _fake(like, "export like")
         _fake(array, "export")
         return array

@@ -305,7 +305,10 @@ class Session:
         if device == HOST:
             return x
         mem = self._memories[device]
-        return mem.export(x, like) if like is not None else mem.to_host(x)
+        spec = self.module.args[offset].spec
+        if like is not None:
+            return mem.export(x, like, spec)
+        return np.asarray(mem.to_host(x)).view(spec.np_dtype).reshape(spec.shape)
 
     def profile(self, *inputs, repeat: int = 10, warmup: int = 2) -> list[dict]:
         """Time every step: runs the artifact ``warmup + repeat`` times and returns one row per step (in program

@@ -135,6 +135,10 @@ def delinearize(flat: str, deps: frozenset, shape, bound: int | None = None) -> 
     """Coordinates of flat offset ``flat`` in row-major ``shape``; ``bound`` is the offset's range (a larger range
     than the shape's size wraps the leading coordinate too, so lanes past the end still address inside)."""
     n = math.prod(shape)
+    if bound is not None and bound > n:  # the coordinates wrap: so does the flat offset they linearize to
+        flat = f"({_wrap(flat)} % {n})" if n > 1 else "0"
+        deps = deps if n > 1 else frozenset()
+        bound = None
     dims = []
     stride = n
     for i, s in enumerate(shape):
@@ -143,7 +147,7 @@ def delinearize(flat: str, deps: frozenset, shape, bound: int | None = None) -> 
             dims.append(Dim.const(0))
             continue
         code = _wrap(flat) if stride == 1 else f"({_wrap(flat)} // {stride})"
-        if i > 0 or (bound is not None and bound > n):
+        if i > 0:
             code = f"({code} % {s})"
         dims.append(Dim(code, deps))
     return Index(tuple(dims), tuple(shape), (flat, deps))
@@ -238,7 +242,9 @@ _REDUCERS = {"stablehlo.add": ("tl.sum", "({a} + {b})", {"f": 0.0, "i": 0}),
              "stablehlo.minimum": ("tl.min", "tl.minimum({a}, {b})", {"f": math.inf, "i": "max"}),
              "stablehlo.or": ("tl.max", "tl.maximum({a}, {b})", {"i": 0}),
              "stablehlo.and": ("tl.min", "tl.minimum({a}, {b})", {"i": 1})}
-INDEX_OPS = ("stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice",
+#: Most window positions a reduce_window is unrolled over (pooling windows are 2x2 .. 7x7).
+MAX_WINDOW = 64
+INDEX_OPS = ("stablehlo.reduce_window", "stablehlo.broadcast_in_dim", "stablehlo.reshape", "stablehlo.transpose", "stablehlo.slice",
              "stablehlo.reverse", "stablehlo.pad", "stablehlo.concatenate", "stablehlo.iota", "stablehlo.gather",
              "stablehlo.dynamic_slice")
 ELEMENTWISE_OPS = frozenset(list(_BINARY) + list(_MATH) + [
@@ -251,6 +257,11 @@ def reducer_of(op):
     """(triton reduction, combine, identity) of a single-result reduce with a one-op body, else None."""
     if op.name != "stablehlo.reduce" or len(op.results) != 1:
         return None
+    return reducer_of_region(op)
+
+
+def reducer_of_region(op):
+    """The reducer of ``op``'s one-op body (reduce, reduce_window), else None."""
     body = [o.operation for o in op.regions[0].blocks[0].operations]
     if len(body) != 2 or body[0].name not in _REDUCERS or body[1].name != "stablehlo.return":
         return None
@@ -271,6 +282,28 @@ def reducer_of(op):
         if dtype == "i1":
             identity = 0 if red == "tl.max" else 1
     return red, combine, identity
+
+
+def window_plan(op):
+    """(window, strides, window dilations, padding, reducer) of a single-operand reduce_window this emitter
+    unrolls (no base dilation, at most MAX_WINDOW positions), else None."""
+    if op.name != "stablehlo.reduce_window" or len(op.results) != 1:
+        return None
+    red = reducer_of_region(op)
+    if red is None:
+        return None
+    rank = len(shape_of(op.operands[0]))
+
+    def ints(name, default):
+        return _attr_ints(op, name) if name in op.attributes else [default] * rank
+    windows = ints("window_dimensions", 1)
+    if any(b != 1 for b in ints("base_dilations", 1)) or math.prod(windows) > MAX_WINDOW:
+        return None
+    pads = [(0, 0)] * rank
+    if "padding" in op.attributes:
+        flat = [int(x) for x in np.asarray(ir.DenseIntElementsAttr(op.attributes["padding"])).reshape(-1)]
+        pads = list(zip(flat[0::2], flat[1::2]))
+    return windows, ints("window_strides", 1), ints("window_dilations", 1), pads, red
 
 
 class _Block:
@@ -439,8 +472,12 @@ class KernelEmitter:
         elif name == "stablehlo.clamp":
             code = f"tl.minimum(tl.maximum({a[1]}, {a[0]}), {a[2]})"
         elif name == "stablehlo.convert":
-            src_var = a[0] if _is_var(a[0]) else self.bind(a[0], deps)
-            code = self._convert(src_var, in_dtype, dtype)
+            src_var = a[0]
+            if dtype == "bf16" and compute_type(in_dtype) != "f32":  # via fp32 (f64: rounds twice, rarely off)
+                src_var = self.bind(f"{src_var}.to(tl.float32)", deps)
+            elif not _is_var(src_var):
+                src_var = self.bind(src_var, deps)
+            code = self._convert(src_var, "f32" if dtype == "bf16" else in_dtype, dtype)
         elif name == "stablehlo.bitcast_convert":
             if in_dtype in ("f16", "bf16") or dtype in ("f16", "bf16"):
                 raise CannotFuse(op, "bitcast of a 16-bit float")
@@ -502,15 +539,53 @@ class KernelEmitter:
             return self._concatenate(op, v, idx)
         if name in ("stablehlo.gather", "stablehlo.dynamic_slice"):
             return self._gather(op, v, idx)
+        if name == "stablehlo.reduce_window":
+            return self._reduce_window(op, v, idx)
         raise CannotFuse(op, f"{name} has no Triton lowering")
+
+    def _reduce_window(self, op, v, idx: Index):
+        """Pooling: the window is unrolled; each position reads the operand at ``idx * stride + w * dilation -
+        pad_low`` and positions in the padding contribute the reduction's identity."""
+        plan = window_plan(op)
+        if plan is None:
+            raise CannotFuse(op, "reduce_window this emitter cannot unroll")
+        windows, strides, wdil, pads, (red, combine, identity) = plan
+        src, init = op.operands
+        sshape = shape_of(src)
+        dtype = elem_type(v)
+        ident = _literal(identity, dtype)
+        acc, deps = ident, frozenset()
+        import itertools
+
+        for w in itertools.product(*[range(n) for n in windows]):
+            dims, conds = [], []
+            for d, (i, s, wk, dl, (lo, _)) in enumerate(zip(idx.dims, strides, w, wdil, pads)):
+                code = i.code if s == 1 else f"{i.code} * {s}"
+                off = wk * dl - lo
+                if off:
+                    code = f"({code} + {off})" if off > 0 else f"({code} - {-off})"
+                if off < 0 or (shape_of(v)[d] - 1) * s + off > sshape[d] - 1:  # may read the padding
+                    conds.append(f"({code} >= 0) & ({code} < {sshape[d]})")
+                    code = f"tl.minimum(tl.maximum({code}, 0), {sshape[d] - 1})"
+                dims.append(Dim(code, i.deps))
+            x, xdeps = self.emit(src, Index(tuple(dims), sshape))
+            if conds:
+                x = f"tl.where({' & '.join(conds)}, {x}, {ident})"
+            acc = combine.format(a=acc, b=x) if acc != ident else x
+            deps = deps | xdeps | idx.deps()
+            acc = self.bind(acc, deps)
+        init_v, _ = self.emit(init, Index((), ()))
+        if init not in self.splats or float(self.splats[init]) != float(identity):
+            acc = self.bind(combine.format(a=acc, b=init_v), deps)
+        return acc, deps
 
     def _pad(self, op, v, idx: Index):
         src, padv = op.operands
         sshape = shape_of(src)
         low, interior = _attr_ints(op, "edge_padding_low"), _attr_ints(op, "interior_padding")
         dims, conds = [], []
-        for d, lo, it, s in zip(idx.dims, low, interior, sshape):
-            if lo == 0 and it == 0:
+        for d, lo, it, s, n in zip(idx.dims, low, interior, sshape, shape_of(v)):
+            if lo == 0 and it == 0 and n <= s:  # every coordinate of the result is one of the operand's
                 dims.append(d)
                 continue
             shifted = f"({d.code} - {lo})" if lo else d.code
@@ -706,6 +781,8 @@ class KernelEmitter:
         code, deps = self.emit(v, idx)
         addr, adeps = linearize(idx, shape)
         need = frozenset("xr") if self._full_store else frozenset("x")
+        for axis in sorted(need - adeps):  # a one-element output: the address still needs the block's shape
+            addr = f"{addr} + 0 * {'offs' if self.mode == 'pointwise' else 'xoffs' if axis == 'x' else 'roffs'}"
         mask = self.mask_for(need)
         if self._extra_mask:
             mask = f"{mask} & {self._extra_mask}"
@@ -750,9 +827,18 @@ class KernelEmitter:
         kept = [k for k in range(len(sshape)) if k not in dims]
         self.rows = math.prod(sshape[k] for k in kept)
         self.cols = math.prod(sshape[k] for k in dims)
-        self.persistent = self.cols <= PERSISTENT_MAX
-        rblock = max(2, 1 << (self.cols - 1).bit_length()) if self.persistent else 1024
-        xblock = max(1, min(1 << max(self.rows - 1, 0).bit_length(), max(1, 2048 // rblock), 64))
+        pow2 = lambda n: max(2, 1 << (n - 1).bit_length())  # noqa: E731
+        if dims == list(range(len(sshape) - len(dims), len(sshape))):
+            # reduced dims innermost: a row is contiguous; the whole row in registers when it fits
+            self.persistent = self.cols <= PERSISTENT_MAX
+            rblock = pow2(self.cols) if self.persistent else 1024
+            xblock = max(1, min(pow2(self.rows), max(1, 2048 // rblock), 64))
+        else:
+            # reduced dims outside (a bias gradient's column sums): neighbouring rows are contiguous in memory,
+            # so many rows share a block (coalesced loads along its first axis) and columns are looped over
+            xblock = min(64, pow2(self.rows))
+            rblock = min(pow2(self.cols), max(2, 2048 // xblock))
+            self.persistent = self.cols <= rblock
         full = self._anchor_index(sshape, kept, dims)
         wide = self.rows * self.cols >= 2**31
         head = ["    pid = tl.program_id(0)",

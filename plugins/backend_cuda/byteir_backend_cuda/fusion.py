@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -33,7 +34,38 @@ def custom_call_target(op) -> str | None:
 
 
 def is_library(op) -> bool:
-    return op.name == "stablehlo.dot_general" or custom_call_target(op) in ATTENTION_CALLS
+    return op.name in ("stablehlo.dot_general", "stablehlo.convolution") or \
+        custom_call_target(op) in ATTENTION_CALLS
+
+
+def conv_args(op) -> dict:
+    """``conv.conv_program``'s keyword arguments for a ``stablehlo.convolution``."""
+    from byteir_core.mlir import stablehlo_api
+
+    from .codegen import _attr_ints
+
+    d = stablehlo_api.ConvDimensionNumbers(op.attributes["dimension_numbers"])
+    n = len(d.input_spatial_dimensions)
+
+    def ints(name, default):
+        return _attr_ints(op, name) if name in op.attributes else default
+    pad = [int(x) for x in np.asarray(ir.DenseIntElementsAttr(op.attributes["padding"])).reshape(-1)] \
+        if "padding" in op.attributes else [0] * (2 * n)
+    reversal = [bool(x) for x in ir.DenseBoolArrayAttr(op.attributes["window_reversal"])] \
+        if "window_reversal" in op.attributes else None
+    return {"input_dims": [d.input_batch_dimension, d.input_feature_dimension, *d.input_spatial_dimensions],
+            "kernel_dims": [d.kernel_output_feature_dimension, d.kernel_input_feature_dimension,
+                            *d.kernel_spatial_dimensions],
+            "output_dims": [d.output_batch_dimension, d.output_feature_dimension, *d.output_spatial_dimensions],
+            "strides": ints("window_strides", [1] * n), "padding": list(zip(pad[0::2], pad[1::2])),
+            "rhs_dilation": ints("rhs_dilation", [1] * n), "lhs_dilation": ints("lhs_dilation", [1] * n),
+            "feature_group_count": int(ir.IntegerAttr(op.attributes["feature_group_count"]).value),
+            "batch_group_count": int(ir.IntegerAttr(op.attributes["batch_group_count"]).value),
+            "window_reversal": reversal}
+
+
+def value_spec(v) -> tuple[list[int], str]:
+    return list(shape_of(v)), elem_type(v)
 
 
 def _reduce_split(op) -> tuple[int, int]:
@@ -51,6 +83,26 @@ def _splat_value(attr):
         return ir.FloatAttr(v).value
     iv = ir.IntegerAttr(v)
     return bool(iv.value) if str(iv.type) == "i1" else iv.value
+
+
+_NUMBER = re.compile(r"0x[0-9A-Fa-f]+|[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|inf|nan)")
+
+
+def dense_to_numpy(attr, spec: TensorSpec) -> np.ndarray:
+    """A dense constant's values (NumPy reads most element types from the attribute's buffer; bf16 it cannot, so
+    those come from the printed form: hex bytes, or decimals that round-trip)."""
+    if spec.dtype != "bf16":
+        return np.asarray(attr)
+    text = str(attr)
+    if text.startswith('dense<"0x'):
+        raw = bytes.fromhex(text[len('dense<"0x'):text.index('"', len('dense<"0x'))])
+        return np.frombuffer(raw, dtype=spec.np_dtype).reshape(spec.shape if len(raw) > 2 else ())
+    body = text[len("dense<"):text.rindex(">", 0, text.index(" : "))]
+    bits = [int(t, 16) if t.startswith("0x") else
+            int(np.array([float(t)], np.float32).astype(spec.np_dtype).view(np.uint16)[0])
+            for t in _NUMBER.findall(body)]  # special values print as their bits
+    values = np.array(bits, np.uint16).view(spec.np_dtype)
+    return values.reshape(spec.shape) if values.size > 1 else values.reshape(())
 
 
 def initial_groups(ops) -> list:
@@ -103,6 +155,7 @@ class ProgramBuilder:
                 if attr.is_splat:
                     self.splats[op.results[0]] = _splat_value(attr)
         self.scratch_values: list = []
+        self.by_source: dict = {}  # kernel identity -> index in the program's kernels
 
     def _add(self, decl: BufferDecl) -> int:
         self.buffers.append(decl)
@@ -114,8 +167,8 @@ class ProgramBuilder:
             return self.value_buf[v]
         op = owner_op(v)
         if op is not None and op.name == "stablehlo.constant":
-            arr = np.asarray(ir.DenseElementsAttr(op.attributes["value"]))
             spec = TensorSpec.from_type(v.type)
+            arr = dense_to_numpy(ir.DenseElementsAttr(op.attributes["value"]), spec)
             data = np.broadcast_to(arr, spec.shape).astype(spec.np_dtype, copy=False)
             self.value_buf[v] = self._add(BufferDecl("constant", list(spec.shape), spec.dtype,
                                                      data=b64(np.ascontiguousarray(data).tobytes())))
@@ -155,7 +208,6 @@ class ProgramBuilder:
         steps = initial_groups(self.ops)
         launches: list[tuple[Launch, list[int]]] = []  # launch, buffers it touches
         kernels: list[TritonKernel] = []
-        by_source: dict[str, int] = {}
         i = 0
         while i < len(steps):
             kind, ops = steps[i]
@@ -175,12 +227,9 @@ class ProgramBuilder:
             i += 1
             if spec is None:  # nothing to compute (empty outputs)
                 continue
-            k = by_source.get(spec.source)
-            if k is None:
-                k = len(kernels)
-                by_source[spec.source] = k
-                kernels.append(TritonKernel(spec.name, spec.source, dict(zip([f"p{j}" for j in range(len(
-                    spec.params))], spec.param_types)), spec.constexprs, num_warps=spec.num_warps))
+            k = self._kernel_index(TritonKernel(spec.name, spec.source, dict(zip(
+                [f"p{j}" for j in range(len(spec.params))], spec.param_types)), spec.constexprs,
+                num_warps=spec.num_warps), kernels)
             launches.append((Launch("triton", kernel=k, grid=list(spec.grid),
                                     args=[{"buf": b} for b in spec.params]), list(spec.params)))
         scratch = self._plan_scratch(launches)
@@ -190,11 +239,16 @@ class ProgramBuilder:
         if op.name == "stablehlo.dot_general":
             bufs = [self.buffer_of(o) for o in op.operands] + [self.buffer_of(op.results[0])]
             return [(Launch("gemm", args=[{"buf": b} for b in bufs], attrs=dot_attrs(op)), bufs)]
+        if op.name == "stablehlo.convolution":
+            from . import conv
+
+            lhs, rhs = op.operands
+            sub = conv.conv_program(value_spec(lhs), value_spec(rhs), value_spec(op.results[0]), **conv_args(op))
+            return self._splice(sub, [lhs, rhs], list(op.results), kernels)
         return self._attention(op, kernels)
 
     def _attention(self, op, kernels) -> list:
-        """Splice the attention program of ``op`` into this one: its inputs/outputs are our buffers, its scratch a
-        region of ours, its kernels appended."""
+        """The fused attention kernels of a ``byteir.flash_attn_fwd/bwd`` call."""
         from byteir_core.builtins.custom_calls import attrs_of
 
         from . import attention
@@ -219,13 +273,18 @@ class ProgramBuilder:
             sub = attention.bwd_program(spec(dout), spec(q), spec(k), spec(v), spec(mask) if has_mask else None,
                                         spec(out), spec(lse), spec(op.results[0]), spec(op.results[1]),
                                         spec(op.results[2]), scale=attrs["scale"], causal=attrs["causal"])
+        return self._splice(sub, ins, list(op.results), kernels)
+
+    def _splice(self, sub: Program, ins: list, outs: list, kernels) -> list:
+        """Splice a library op's own program into this one: its inputs/outputs are our buffers of ``ins`` and
+        ``outs``, its scratch one region of ours, its kernels appended."""
         region = None
         remap = {}
         for j, b in enumerate(sub.buffers):
             if b.kind == "input":
                 remap[j] = self.buffer_of(ins[b.index])
             elif b.kind == "output":
-                remap[j] = self.buffer_of(op.results[b.index])
+                remap[j] = self.buffer_of(outs[b.index])
             elif b.kind == "constant":
                 remap[j] = self._add(b)
             else:
@@ -233,18 +292,27 @@ class ProgramBuilder:
                     region = self._add(BufferDecl("scratch", [max(sub.scratch_bytes, 1)], "ui8"))
                 remap[j] = self._add(BufferDecl("scratch", b.shape, b.dtype, offset=b.offset))
                 self.buffers[remap[j]].index = region  # placed relative to the region (see _plan_scratch)
-        base = len(kernels)
-        kernels.extend(sub.kernels)
+        index = [self._kernel_index(k, kernels) for k in sub.kernels]
         out = []
         for launch in sub.launches:
             args = [{"buf": remap[a["buf"]]} if "buf" in a else a for a in launch.args]
-            kernel = launch.kernel + base if launch.kind == "triton" else launch.kernel
+            kernel = index[launch.kernel] if launch.kind == "triton" else launch.kernel
             touched = [a["buf"] for a in args if "buf" in a]
             if region is not None:
                 touched.append(region)
             out.append((Launch(launch.kind, kernel=kernel, grid=launch.grid, args=args, attrs=launch.attrs),
                         touched))
         return out
+
+    def _kernel_index(self, kernel: TritonKernel, kernels: list) -> int:
+        """Where ``kernel`` is in ``kernels``, appended if new: a transformer's layers share their kernels
+        (compiled once, carried once)."""
+        key = (kernel.source, kernel.name, kernel.num_warps, kernel.num_stages, repr(kernel.constexprs))
+        k = self.by_source.get(key)
+        if k is None:
+            k = self.by_source[key] = len(kernels)
+            kernels.append(kernel)
+        return k
 
     def _plan_scratch(self, launches) -> int:
         """First-fit placement of scratch buffers by the launches that touch them (sub-program scratch moves

@@ -4,8 +4,9 @@ architecture) and GEMM launches, run by CuPy on an NVIDIA GPU -- or on the host 
 
 What the backend claims (everything else falls back to ``cpu`` with copies in between, and the report says so):
 elementwise math, comparisons, selects and converts; layout ops folded into loads (broadcast, reshape, transpose,
-slice, pad, concatenate, reverse, iota, gather of whole slices, dynamic_slice); single-op reductions (sum, max,
-min, and/or) with their producers and consumers; ``dot_general`` as a GEMM launch; ``byteir.flash_attn_fwd`` and
+slice, pad, concatenate, reverse, iota, gather of whole slices, dynamic_slice); pooling (reduce_window, unrolled);
+single-op reductions (sum, max, min, and/or) with their producers and consumers; ``dot_general`` as a GEMM launch; ``convolution`` as an
+implicit-GEMM Triton kernel (any layout, groups, strides, dilation; not transposed); ``byteir.flash_attn_fwd`` and
 ``byteir.flash_attn_bwd`` as fused attention kernels. Types: f32, f16, bf16, f64, i1, i8, i16, i32, i64.
 """
 
@@ -18,7 +19,7 @@ from byteir_core.errors import ProviderError
 from byteir_core.interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
 from byteir_core.mlir import ir
 
-from .codegen import ELEMENTWISE_OPS, INDEX_OPS, reducer_of
+from .codegen import ELEMENTWISE_OPS, INDEX_OPS, reducer_of, window_plan
 from .fusion import ATTENTION_CALLS, custom_call_target
 from .program import FORMAT, Program
 
@@ -79,6 +80,19 @@ class CudaBackend(Backend):
             return 10 if len(types) == 1 and types <= FLOAT_TYPES else None
         if name == "stablehlo.reduce":
             return 10 if reducer_of(op) is not None else None
+        if name == "stablehlo.convolution":
+            from . import conv
+            from .fusion import conv_args, value_spec
+
+            try:
+                args = conv_args(op)
+            except Exception:  # noqa: BLE001 -- attributes this reader does not know: not ours
+                return None
+            lhs, rhs = op.operands
+            why = conv.unsupported_reason(value_spec(lhs), value_spec(rhs), value_spec(op.results[0]), **args)
+            return 10 if why is None else None
+        if name == "stablehlo.reduce_window":
+            return 10 if window_plan(op) is not None else None
         if name in NOT_YET:
             return None
         if name == "stablehlo.power" and _elem(op.results[0]) not in FLOAT_TYPES:
@@ -96,9 +110,25 @@ class CudaBackend(Backend):
 
     @staticmethod
     def _attention_ok(op) -> bool:
-        types = [_elem(v) for v in op.operands]
-        return all(isinstance(v.type, ir.RankedTensorType) and v.type.has_static_shape for v in op.operands) and \
-            types[0] in ("f32", "f16", "bf16")
+        """Static shapes and what the attention kernels support (attention.unsupported_reason); otherwise the core
+        decomposes the call into StableHLO, which this backend then compiles like any other ops."""
+        from byteir_core.builtins.custom_calls import attrs_of
+
+        from . import attention
+
+        if not all(isinstance(v.type, ir.RankedTensorType) and v.type.has_static_shape for v in op.operands):
+            return False
+        spec = lambda v: (list(ir.RankedTensorType(v.type).shape), _elem(v))  # noqa: E731
+        present = list(attrs_of(op)["operand_present"])
+        operands = list(op.operands)
+        if custom_call_target(op) == "byteir.flash_attn_fwd":
+            q, k, v = operands[:3]
+            mask = operands[3] if len(present) > 3 and present[3] else None
+        else:
+            q, k, v = operands[1:4]
+            mask = operands[4] if len(present) > 4 and present[4] else None
+        return attention.unsupported_reason(spec(q), spec(k), spec(v), spec(mask) if mask is not None else None) \
+            is None
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
         from .fusion import build_program

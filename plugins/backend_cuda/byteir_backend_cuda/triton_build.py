@@ -148,7 +148,31 @@ def interpreter_ready() -> str | None:
 
     if not knobs.runtime.interpret:
         return "Triton's interpreter is off in this process (TRITON_INTERPRET was set after triton was imported)"
+    _widen_bf16_dots()
     return None
+
+
+_dots_widened = False
+
+
+def _widen_bf16_dots() -> None:
+    """Triton 3.9's interpreter keeps bf16 as its uint16 bit pattern and ``tl.dot`` multiplies those bits
+    (triton-lang/triton#11584, unsupported upstream). Widen bf16 dot operands to f32 first: exact, and what the
+    GPU's bf16 MMA with f32 accumulation computes."""
+    global _dots_widened
+    if _dots_widened:
+        return
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    orig = InterpreterBuilder.create_dot
+
+    def create_dot(self, a, b, d, *args, **kwargs):
+        a, b = (self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x for x in (a, b))
+        return orig(self, a, b, d, *args, **kwargs)
+
+    InterpreterBuilder.create_dot = create_dot
+    _dots_widened = True
 
 
 @lru_cache(maxsize=None)

@@ -22,8 +22,7 @@ from byteir_backend_cuda import attention, triton_build  # noqa: E402
 from byteir_backend_cuda.interpret import ProgramRunner  # noqa: E402
 from byteir_backend_cuda.program import Program  # noqa: E402
 
-needs_interpreter = pytest.mark.skipif(triton_build.interpreter_ready() is not None,
-                                       reason=str(triton_build.interpreter_ready()))
+needs_interpreter = pytest.mark.usefixtures("bf16_dot")  # fails, never skips, without the interpreter
 
 MLIR = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16", torch.bool: "i1",
         torch.float64: "f64"}
@@ -37,20 +36,10 @@ TOL_BWD = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.float16: dict(rtol=2
 
 
 @pytest.fixture
-def bf16_dot(monkeypatch):
-    """Triton 3.9's interpreter keeps bf16 as its uint16 bit pattern and ``tl.dot`` multiplies those bits
-    (triton-lang/triton#11584; upstream: "we just don't support it yet"). Widen bf16 dot operands to f32 first
-    -- exact, and what the GPU's bf16 MMA with f32 accumulation computes."""
-    import triton.language as tl
-    from triton.runtime.interpreter import InterpreterBuilder
-
-    orig = InterpreterBuilder.create_dot
-
-    def create_dot(self, a, b, d, *args, **kwargs):
-        a, b = (self.cast_impl(x, tl.float32) if x.dtype.scalar == tl.bfloat16 else x for x in (a, b))
-        return orig(self, a, b, d, *args, **kwargs)
-
-    monkeypatch.setattr(InterpreterBuilder, "create_dot", create_dot)
+def bf16_dot():
+    """bf16 ``tl.dot`` in Triton's interpreter needs the provider's fix (triton_build._widen_bf16_dots), which
+    ``interpreter_ready()`` installs: the attention programs run exactly as the cuda-interpret provider runs them."""
+    assert triton_build.interpreter_ready() is None
 
 
 def spec(t):

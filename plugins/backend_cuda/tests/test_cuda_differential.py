@@ -4,7 +4,7 @@ really went to the cuda backend (a silent fallback cannot pass); fusion tests al
 
 import numpy as np
 import pytest
-from cuda_check import check, random, ty
+from cuda_check import check, programs_of, random, ty
 
 UNARY_FLOAT = {
     "abs": "any", "ceil": "any", "cosine": "any", "exponential": "any", "exponential_minus_one": "any",
@@ -102,7 +102,7 @@ def test_scalar_operands_of_select_and_clamp():
 @pytest.mark.parametrize("src,dst", [("f32", "i32"), ("i32", "f32"), ("f32", "f16"), ("f16", "f32"),
                                      ("i64", "i32"), ("i32", "i64"), ("i1", "f32"), ("f32", "i1"),
                                      ("f64", "f32"), ("i8", "i32"), ("f32", "bf16"), ("bf16", "f32"),
-                                     ("bf16", "i32"), ("f16", "bf16"), ("i32", "i1")])
+                                     ("bf16", "i32"), ("f16", "bf16"), ("i32", "i1"), ("f64", "bf16"), ("i32", "bf16")])
 def test_convert(src, dst):
     a, b = ty((5,), src), ty((5,), dst)
     text = f"func.func @main(%x: {a}) -> {b} {{\n  %r = stablehlo.convert %x : ({a}) -> {b}\n  return %r : {b}\n}}"
@@ -155,14 +155,15 @@ def test_layout_ops_fold_into_one_kernel():
 
 
 def test_pad_reshape_and_zero_size():
-    text = """func.func @main(%x: tensor<2x3xf32>, %z: tensor<0x3xf32>) -> (tensor<5x8xf32>, tensor<6xf32>, tensor<0x3xf32>, tensor<2x1xf32>) {
+    text = """func.func @main(%x: tensor<2x3xf32>, %z: tensor<0x3xf32>) -> (tensor<5x8xf32>, tensor<6xf32>, tensor<0x3xf32>, tensor<2x1xf32>, tensor<2x4xf32>) {
   %v = stablehlo.constant dense<-1.0> : tensor<f32>
+  %h = stablehlo.pad %x, %v, low = [0, 0], high = [0, 1], interior = [0, 0] : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x4xf32>
   %p = stablehlo.pad %x, %v, low = [1, 2], high = [1, 1], interior = [1, 1] : (tensor<2x3xf32>, tensor<f32>) -> tensor<5x8xf32>
   %n = stablehlo.pad %x, %v, low = [0, -1], high = [0, -1], interior = [0, 0] : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x1xf32>
   %e = stablehlo.exponential %x : tensor<2x3xf32>
   %r = stablehlo.reshape %e : (tensor<2x3xf32>) -> tensor<6xf32>
   %zz = stablehlo.add %z, %z : tensor<0x3xf32>
-  return %p, %r, %zz, %n : tensor<5x8xf32>, tensor<6xf32>, tensor<0x3xf32>, tensor<2x1xf32>
+  return %p, %r, %zz, %n, %h : tensor<5x8xf32>, tensor<6xf32>, tensor<0x3xf32>, tensor<2x1xf32>, tensor<2x4xf32>
 }"""
     check(text, [random((2, 3), "f32"), np.zeros((0, 3), np.float32)], ["stablehlo.pad", "stablehlo.reshape"])
 
@@ -234,7 +235,7 @@ def test_softmax_is_one_kernel_persistent_or_looped(rows, cols, dtype):
     """Rows up to 4096 are reduced in registers in one pass; 5000 columns loop over chunks (three passes)."""
     art = check(SOFTMAX.format(r=rows, c=cols, t=dtype), [random((rows, cols), dtype)], ["stablehlo.reduce"],
                 max_kernels=1)
-    (p,) = [p for p in __import__("cuda_check").programs_of(art)]
+    (p,) = programs_of(art)
     assert ("for roff in range" in p.kernels[0].source) == (cols > 4096)
 
 
@@ -300,3 +301,71 @@ def test_unclaimed_op_falls_back_to_cpu_with_copies():
 }"""
     art = check(text, [random((8,), "f32"), random((8,), "f32", "nonzero")], ["stablehlo.exponential"])
     assert "stablehlo.atan2" in art.report["ops_per_backend"]["cpu"]
+
+
+@pytest.mark.parametrize("op,init,window,strides,padding", [
+    ("maximum", "0xFF800000", [1, 1, 3, 3], [1, 1, 2, 2], [[0, 0], [0, 0], [1, 1], [1, 1]]),
+    ("add", "0.0", [1, 2, 2, 1], [1, 2, 2, 1], [[0, 0], [0, 0], [0, 0], [0, 0]]),
+    ("maximum", "0xFF800000", [1, 1, 2, 2], [1, 1, 1, 1], [[0, 0], [0, 0], [0, 1], [1, 0]])])
+def test_pooling_windows(op, init, window, strides, padding):
+    shape = (2, 3, 7, 6)
+    out = [(s + lo + hi - w) // st + 1 for s, w, st, (lo, hi) in zip(shape, window, strides, padding)]
+    text = f"""func.func @main(%x: {ty(shape, "f32")}) -> {ty(out, "f32")} {{
+  %i = stablehlo.constant dense<{init}> : tensor<f32>
+  %r = "stablehlo.reduce_window"(%x, %i) ({{
+    ^bb0(%a: tensor<f32>, %b: tensor<f32>):
+      %m = stablehlo.{op} %a, %b : tensor<f32>
+      stablehlo.return %m : tensor<f32>
+  }}) {{window_dimensions = array<i64: {", ".join(map(str, window))}>, window_strides = array<i64: {", ".join(map(str, strides))}>, padding = dense<{padding}> : tensor<4x2xi64>}} : ({ty(shape, "f32")}, tensor<f32>) -> {ty(out, "f32")}
+  return %r : {ty(out, "f32")}
+}}"""
+    check(text, [random(shape, "f32")], ["stablehlo.reduce_window"], max_kernels=1)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_convolution_nchw_and_nhwc_with_epilogue(dtype):
+    """One NCHW convolution (as torch exports it) and one NHWC with groups and stride, each with a bias + ReLU
+    epilogue: implicit-GEMM kernels, the epilogue a fused kernel after each."""
+    x, w = ty((2, 4, 9, 9), dtype), ty((6, 4, 3, 3), dtype)
+    y = ty((2, 6, 9, 9), dtype)
+    xn, wn, yn = ty((2, 9, 9, 4), dtype), ty((3, 3, 2, 6), dtype), ty((2, 5, 5, 6), dtype)
+    text = f"""func.func @main(%x: {x}, %w: {w}, %b: {ty((6,), dtype)}, %xn: {xn}, %wn: {wn}) -> ({y}, {yn}) {{
+  %c = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {{stride = [1, 1], pad = [[1, 1], [1, 1]]}} {{batch_group_count = 1 : i64, feature_group_count = 1 : i64}} : ({x}, {w}) -> {y}
+  %bb = stablehlo.broadcast_in_dim %b, dims = [1] : ({ty((6,), dtype)}) -> {y}
+  %a = stablehlo.add %c, %bb : {y}
+  %z = stablehlo.constant dense<0.0> : {y}
+  %r = stablehlo.maximum %a, %z : {y}
+  %cn = stablehlo.convolution(%xn, %wn) dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f], window = {{stride = [2, 2], pad = [[1, 1], [1, 1]]}} {{batch_group_count = 1 : i64, feature_group_count = 2 : i64}} : ({xn}, {wn}) -> {yn}
+  return %r, %cn : {y}, {yn}
+}}"""
+    check(text, [random((2, 4, 9, 9), dtype), random((6, 4, 3, 3), dtype), random((6,), dtype),
+                 random((2, 9, 9, 4), dtype), random((3, 3, 2, 6), dtype)], ["stablehlo.convolution"],
+          accumulate=True, pass_groups=["legalize", "canonicalize"])
+
+
+def test_outputs_of_different_sizes_in_one_kernel_share_values_correctly():
+    """A small output (a reshaped vector) and a large one reading it broadcast: both at their own indices of one
+    flat range; the small one's lanes wrap, and a value loaded for it must not be reused unwrapped."""
+    text = """func.func @main(%x: tensor<4x16xf32>, %c: tensor<16xf32>) -> (tensor<1x16xf32>, tensor<4x16xf32>) {
+  %r = stablehlo.reshape %c : (tensor<16xf32>) -> tensor<1x16xf32>
+  %b = stablehlo.broadcast_in_dim %r, dims = [0, 1] : (tensor<1x16xf32>) -> tensor<4x16xf32>
+  %m = stablehlo.multiply %x, %b : tensor<4x16xf32>
+  return %r, %m : tensor<1x16xf32>, tensor<4x16xf32>
+}"""
+    check(text, [random((4, 16), "f32"), random((16,), "f32")], ["stablehlo.multiply"], max_kernels=1)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "bf16"])
+def test_scalar_outputs_beside_larger_ones(dtype):
+    """A rank-0 result (a loss) in the same kernel as a larger one, and a full reduction to a scalar."""
+    t, s = ty((3, 4), dtype), ty((), dtype)
+    text = f"""func.func @main(%x: {t}, %y: {s}) -> ({s}, {t}, {s}) {{
+  %n = stablehlo.negate %y : {s}
+  %b = stablehlo.broadcast_in_dim %n, dims = [] : ({s}) -> {t}
+  %m = stablehlo.multiply %x, %b : {t}
+  %z = stablehlo.constant dense<0.0> : {s}
+  %r = stablehlo.reduce(%x init: %z) applies stablehlo.add across dimensions = [0, 1] : ({t}, {s}) -> {s}
+  return %n, %m, %r : {s}, {t}, {s}
+}}"""
+    check(text, [random((3, 4), dtype), random((), dtype)], ["stablehlo.negate", "stablehlo.reduce"],
+          accumulate=True)

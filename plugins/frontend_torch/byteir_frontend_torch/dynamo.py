@@ -8,7 +8,7 @@ called with (static shapes: a new shape compiles again). Artifacts are cached on
 
 Options (``torch.compile(..., options={...})``):
 
-``target``     byteir target (default ``cpu``)
+``target``     byteir target (default: ``cuda`` for CUDA tensors, else ``cpu``)
 ``strict``     raise instead of running unsupported pieces in eager (default False)
 ``fallback``   ``"eager"`` (default): pieces no installed backend supports run in eager, with one warning
 ``dump_dir``   write IR after every stage of every compile here
@@ -19,6 +19,7 @@ Options (``torch.compile(..., options={...})``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import io
@@ -57,7 +58,7 @@ class ByteirFallbackWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Options:
-    target: str = "cpu"
+    target: str | None = None  # None: "cuda" when the graph's inputs are CUDA tensors, else "cpu"
     strict: bool = False
     fallback: str = "eager"
     dump_dir: str | None = None
@@ -339,6 +340,9 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
     if len(tensor_pos) != len(args):
         raise _Unsupported([("non-tensor graph input", "AOT graph signature")], set())
+    if opts.target is None:  # torch.compile(model.cuda(), backend="byteir") targets the GPU
+        on_gpu = any(a.is_cuda for a in args if isinstance(a, torch.Tensor))
+        opts = dataclasses.replace(opts, target="cuda" if on_gpu else "cpu")
     key = _graph_key(g, args, opts, kind)
     cache = CompileCache() if opts.cache else None
     art = cache.get(key) if cache else None
