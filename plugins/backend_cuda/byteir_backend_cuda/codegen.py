@@ -306,6 +306,37 @@ def window_plan(op):
     return windows, ints("window_strides", 1), ints("window_dilations", 1), pads, red
 
 
+#: Scatter combiners the cuda backend runs: add (atomically; element types with hardware atomics on sm_80 and
+#: newer) and replace (plain stores: with duplicate indices one of the updates wins, as StableHLO allows).
+ATOMIC_ADD_TYPES = ("f32", "i32", "i64")
+
+
+def scatter_plan(op) -> dict | None:
+    """Dimension numbers and combiner of a single-operand ``stablehlo.scatter`` the emitter writes, else None."""
+    from byteir_core.mlir import stablehlo_api
+
+    if op.name != "stablehlo.scatter" or len(op.operands) != 3 or len(op.results) != 1:
+        return None
+    block = op.regions[0].blocks[0]
+    body = [o.operation for o in block.operations]
+    args = list(block.arguments)
+    dtype = elem_type(op.results[0])
+    if len(body) == 1 and body[0].operands[0] == args[1]:
+        combiner = "replace"
+    elif len(body) == 2 and body[0].name == "stablehlo.add" and set(body[0].operands) == set(args) \
+            and body[1].operands[0] == body[0].results[0] and dtype in ATOMIC_ADD_TYPES:
+        combiner = "add"
+    else:
+        return None
+    d = stablehlo_api.ScatterDimensionNumbers(op.attributes["scatter_dimension_numbers"])
+    if list(d.input_batching_dims) or list(d.scatter_indices_batching_dims):
+        return None
+    return {"combiner": combiner, "update_window_dims": list(d.update_window_dims),
+            "inserted_window_dims": list(d.inserted_window_dims),
+            "scatter_dims_to_operand_dims": list(d.scattered_dims_to_operand_dims),
+            "index_vector_dim": int(d.index_vector_dim)}
+
+
 class _Block:
     """Lines of one scope; nested loops are flushed into their parent when they close."""
 
@@ -884,6 +915,54 @@ class KernelEmitter:
         warps = 8 if xblock * rblock >= 4096 else 4 if xblock * rblock >= 512 else 2 if xblock * rblock >= 128 else 1
         return self._finish(head, {"XBLOCK": xblock, "RBLOCK": rblock, "RNUMEL": self.cols},
                             (math.ceil(self.rows / xblock), 1, 1), warps)
+
+    def scatter_kernel(self, op, out_buf: int) -> KernelSpec | None:
+        """The update pass of a ``stablehlo.scatter`` (its result already holds the operand): one lane per update
+        element computes the result index from the start indices and the window coordinates, skips it when out
+        of bounds, and adds atomically (combiner add) or stores (replace). ``scatter_plan`` says which scatters."""
+        plan = scatter_plan(op)
+        _, indices, updates = op.operands
+        ushape, ishape = shape_of(updates), shape_of(indices)
+        oshape = shape_of(op.results[0])
+        n = math.prod(ushape)
+        if n == 0 or math.prod(oshape) == 0:
+            return None
+        self.mode = "pointwise"
+        uidx = delinearize("offs", frozenset("x"), ushape)
+        value, vdeps = self.emit(updates, uidx)
+        batch = [d for d in range(len(ushape)) if d not in plan["update_window_dims"]]
+        ivd = plan["index_vector_dim"]
+        starts = {}
+        for j, od in enumerate(plan["scatter_dims_to_operand_dims"]):
+            coords = [uidx.dims[d] for d in batch]
+            if ivd < len(ishape):
+                coords.insert(ivd, Dim.const(j))
+            starts[od] = self.emit(indices, Index(tuple(coords), ishape))
+        window = iter(plan["update_window_dims"])
+        dims, conds = [], []
+        for k, size in enumerate(oshape):
+            inner = Dim.const(0) if k in plan["inserted_window_dims"] else uidx.dims[next(window)]
+            if k in starts:
+                s, sdeps = starts[k]
+                code = self.bind(f"({inner.code} + {s}).to(tl.int64)", inner.deps | sdeps)
+                conds.append(f"({code} >= 0) & ({code} < {size})")
+                dims.append(Dim(code, inner.deps | sdeps))
+            else:
+                dims.append(inner)
+        addr, _ = linearize(Index(tuple(dims), oshape), oshape)
+        mask = " & ".join(["xmask", *conds])
+        p = self.param(out_buf)
+        dtype = self.buffers[out_buf][1]
+        if "x" not in vdeps:  # the same update everywhere (a constant, a scalar): give it the block's shape
+            value = self.bind(f"tl.zeros([BLOCK], {TRITON_DTYPE[compute_type(dtype)]}) + {value}", frozenset("x"))
+        val = f"{value}.to({TRITON_DTYPE[dtype]})"
+        if plan["combiner"] == "add":
+            self.line(f"tl.atomic_add({p} + ({addr}), {val}, mask={mask}, sem=\"relaxed\")")
+        else:
+            self.line(f"tl.store({p} + ({addr}), {val}, mask={mask})")
+        block = min(POINTWISE_BLOCK, max(16, 1 << (n - 1).bit_length()))
+        head = ["    pid = tl.program_id(0)", "    offs = pid * BLOCK + tl.arange(0, BLOCK)", f"    xmask = offs < {n}"]
+        return self._finish(head, {"BLOCK": block}, (math.ceil(n / block), 1, 1), 4 if block >= 512 else 2)
 
     def _finish(self, head, constexprs, grid, warps) -> KernelSpec:
         params = [f"p{i}" for i in range(len(self.params))]

@@ -34,7 +34,7 @@ def custom_call_target(op) -> str | None:
 
 
 def is_library(op) -> bool:
-    return op.name in ("stablehlo.dot_general", "stablehlo.convolution") or \
+    return op.name in ("stablehlo.dot_general", "stablehlo.convolution", "stablehlo.scatter") or \
         custom_call_target(op) in ATTENTION_CALLS
 
 
@@ -245,7 +245,31 @@ class ProgramBuilder:
             lhs, rhs = op.operands
             sub = conv.conv_program(value_spec(lhs), value_spec(rhs), value_spec(op.results[0]), **conv_args(op))
             return self._splice(sub, [lhs, rhs], list(op.results), kernels)
+        if op.name == "stablehlo.scatter":
+            return self._scatter(op, kernels)
         return self._attention(op, kernels)
+
+    def _scatter(self, op, kernels) -> list:
+        """Two kernels: the operand copied into the result, then the updates added (atomically) or stored."""
+        operand, indices, updates = op.operands
+        out = self.buffer_of(op.results[0])
+        decls = lambda: [(tuple(b.shape), b.dtype) for b in self.buffers]  # noqa: E731
+        launches = []
+        copy = Group([op], stores=[(operand, out)])
+        if operand not in self.splats:
+            copy.loads[operand] = self.buffer_of(operand)
+        spec = KernelEmitter(f"scatter_init_{len(kernels)}", copy, self.splats, decls())._pointwise_kernel()
+        spec2_group = Group([op], loads={indices: self.buffer_of(indices), updates: self.buffer_of(updates)})
+        spec2 = KernelEmitter(f"scatter_{len(kernels)}", spec2_group, self.splats, decls()).scatter_kernel(op, out)
+        for s in (spec, spec2):
+            if s is None:
+                continue
+            k = self._kernel_index(TritonKernel(s.name, s.source, dict(zip([f"p{j}" for j in range(len(s.params))],
+                                                                            s.param_types)), s.constexprs,
+                                                num_warps=s.num_warps), kernels)
+            launches.append((Launch("triton", kernel=k, grid=list(s.grid), args=[{"buf": b} for b in s.params]),
+                             list(s.params)))
+        return launches
 
     def _attention(self, op, kernels) -> list:
         """The fused attention kernels of a ``byteir.flash_attn_fwd/bwd`` call."""

@@ -4,7 +4,7 @@ architecture) and GEMM launches, run by CuPy on an NVIDIA GPU -- or on the host 
 
 What the backend claims (everything else falls back to ``cpu`` with copies in between, and the report says so):
 elementwise math, comparisons, selects and converts; layout ops folded into loads (broadcast, reshape, transpose,
-slice, pad, concatenate, reverse, iota, gather of whole slices, dynamic_slice); pooling (reduce_window, unrolled);
+slice, pad, concatenate, reverse, iota, gather of whole slices, dynamic_slice); pooling (reduce_window, unrolled); scatter (add atomically in f32/i32/i64, or replace);
 single-op reductions (sum, max, min, and/or) with their producers and consumers; ``dot_general`` as a GEMM launch; ``convolution`` as an
 implicit-GEMM Triton kernel (any layout, groups, strides, dilation; not transposed); ``byteir.flash_attn_fwd`` and
 ``byteir.flash_attn_bwd`` as fused attention kernels. Types: f32, f16, bf16, f64, i1, i8, i16, i32, i64.
@@ -19,7 +19,7 @@ from byteir_core.errors import ProviderError
 from byteir_core.interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
 from byteir_core.mlir import ir
 
-from .codegen import ELEMENTWISE_OPS, INDEX_OPS, reducer_of, window_plan
+from .codegen import ELEMENTWISE_OPS, INDEX_OPS, reducer_of, scatter_plan, window_plan
 from .fusion import ATTENTION_CALLS, custom_call_target
 from .program import FORMAT, Program
 
@@ -93,6 +93,8 @@ class CudaBackend(Backend):
             return 10 if why is None else None
         if name == "stablehlo.reduce_window":
             return 10 if window_plan(op) is not None else None
+        if name == "stablehlo.scatter":
+            return 10 if scatter_plan(op) is not None else None
         if name in NOT_YET:
             return None
         if name == "stablehlo.power" and _elem(op.results[0]) not in FLOAT_TYPES:

@@ -369,3 +369,21 @@ def test_scalar_outputs_beside_larger_ones(dtype):
 }}"""
     check(text, [random((3, 4), dtype), random((), dtype)], ["stablehlo.negate", "stablehlo.reduce"],
           accumulate=True)
+
+
+@pytest.mark.parametrize("combiner,dtype", [("add", "f32"), ("add", "i32"), ("replace", "bf16")])
+def test_scatter_rows_with_duplicates_and_out_of_range_indices(combiner, dtype):
+    """An embedding gradient's scatter: rows of updates added (atomically) into a table at given ids, duplicates
+    summed, out-of-range ids skipped; replace with unique ids."""
+    body = "%s = stablehlo.add %a, %b : tensor<{t}>\n      stablehlo.return %s : tensor<{t}>" if combiner == "add" \
+        else "stablehlo.return %b : tensor<{t}>"
+    body = body.replace("{t}", dtype)
+    text = f"""func.func @main(%table: {ty((10, 4), dtype)}, %ids: tensor<5x1xi64>, %upd: {ty((5, 4), dtype)}) -> {ty((10, 4), dtype)} {{
+  %r = "stablehlo.scatter"(%table, %ids, %upd) ({{
+    ^bb0(%a: tensor<{dtype}>, %b: tensor<{dtype}>):
+      {body}
+  }}) {{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>, indices_are_sorted = false, unique_indices = false}} : ({ty((10, 4), dtype)}, tensor<5x1xi64>, {ty((5, 4), dtype)}) -> {ty((10, 4), dtype)}
+  return %r : {ty((10, 4), dtype)}
+}}"""
+    ids = np.array([[3], [7], [3], [12], [0]] if combiner == "add" else [[3], [7], [1], [-2], [0]], np.int64)
+    check(text, [random((10, 4), dtype), ids, random((5, 4), dtype)], ["stablehlo.scatter"], accumulate=True)
