@@ -15,3 +15,29 @@ def mlp_numpy(x: np.ndarray) -> np.ndarray:
 
 def func(args: str, results: str, body: str) -> str:
     return f"func.func @main({args}) -> ({results}) {{\n{body}\n}}\n"
+
+
+def ty(shape, dtype: str) -> str:
+    """The MLIR tensor type of ``shape`` and element type ``dtype``."""
+    return "tensor<" + "".join(f"{d}x" for d in shape) + dtype + ">"
+
+
+def random_array(rng, shape, dtype: str, kind: str = "any") -> np.ndarray:
+    """Test data of an MLIR element type: ``kind`` is ``any``, ``positive``, ``nonzero`` or ``unit`` (|x| < 1),
+    so ops with restricted domains (log, divide, tan) get inputs inside them."""
+    from byteir_core.dtypes import to_numpy
+
+    dt = to_numpy(dtype)
+    if dtype == "i1":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if np.issubdtype(dt, np.integer):
+        lo = 1 if kind == "nonzero" else (-9 if kind == "any" else 0)
+        return rng.integers(lo, 10, size=shape).astype(dt)
+    a = rng.standard_normal(size=shape) * 2
+    if kind == "positive":
+        a = np.abs(a) + 0.25
+    elif kind == "nonzero":
+        a = np.where(np.abs(a) < 0.25, 0.5, a)
+    elif kind == "unit":
+        a = np.tanh(a) * 0.9
+    return a.astype(dt)

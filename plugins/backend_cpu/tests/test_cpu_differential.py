@@ -10,25 +10,13 @@ import pytest
 
 import byteir_core
 from byteir_core.dtypes import to_numpy
+from programs import random_array, ty
 
 rng = np.random.default_rng(1234)
 
 
 def random(shape, dtype, kind="any"):
-    dt = to_numpy(dtype)
-    if dtype == "i1":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    if np.issubdtype(dt, np.integer):
-        lo = 1 if kind == "nonzero" else (-9 if kind == "any" else 0)
-        return rng.integers(lo, 10, size=shape).astype(dt)
-    a = rng.standard_normal(size=shape) * 2
-    if kind == "positive":
-        a = np.abs(a) + 0.25
-    elif kind == "nonzero":
-        a = np.where(np.abs(a) < 0.25, 0.5, a)
-    elif kind == "unit":
-        a = np.tanh(a) * 0.9
-    return a.astype(dt)
+    return random_array(rng, shape, dtype, kind)
 
 
 #: Where a dtype's kernels differ by CPU: no bf16 conversion instruction below AVX512-BF16, no f16 one below F16C
@@ -46,10 +34,6 @@ def on_older_cpus(cases):
         for cpu in dict.fromkeys(c for d in dtypes for c in OLDER_CPUS.get(d, ())):
             extra.append(pytest.param(*dtypes, marks=pytest.mark.cpu(cpu), id="-".join([*dtypes, cpu])))
     return [*cases, *extra]
-
-
-def ty(shape, dtype):
-    return "tensor<" + "".join(f"{d}x" for d in shape) + dtype + ">"
 
 
 def check(text, inputs, expect_on_cpu, accumulate=False, pass_groups=None):

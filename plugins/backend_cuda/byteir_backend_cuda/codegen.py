@@ -730,12 +730,6 @@ class KernelEmitter:
         if idx.key() != row.key():
             raise CannotFuse(self._consumer(op), "reduction result read at another row")
         red, combine, identity = reducer_of(op)
-        src, init = op.operands
-        dims = _attr_ints(op, "dimensions")
-        sshape = shape_of(src)
-        kept = [k for k in range(len(sshape)) if k not in dims]
-        if (math.prod(sshape[k] for k in kept), math.prod(sshape[k] for k in dims)) != (self.rows, self.cols):
-            raise CannotFuse(op, "reduction of another shape")
         dtype = elem_type(v)
         ct = compute_type(dtype)
         acc_t = "int32" if ct == "i1" else TRITON_DTYPE[ct].removeprefix("tl.")

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 import byteir_core
-from byteir_core.dtypes import to_numpy
+from programs import random_array, ty  # noqa: F401 (ty: for the test modules)
 
 rng = np.random.default_rng(4321)
 #: Every Triton kernel the tests produced: source -> TritonKernel (for the PTX/cubin checks).
@@ -18,24 +18,7 @@ TOL = {"float64": 1e-9, "float32": 2e-5, "float16": 4e-3, "bfloat16": 2e-2}
 
 
 def random(shape, dtype, kind="any"):
-    dt = to_numpy(dtype)
-    if dtype == "i1":
-        return rng.integers(0, 2, size=shape).astype(bool)
-    if np.issubdtype(dt, np.integer):
-        lo = 1 if kind == "nonzero" else (-9 if kind == "any" else 0)
-        return rng.integers(lo, 10, size=shape).astype(dt)
-    a = rng.standard_normal(size=shape) * 2
-    if kind == "positive":
-        a = np.abs(a) + 0.25
-    elif kind == "nonzero":
-        a = np.where(np.abs(a) < 0.25, 0.5, a)
-    elif kind == "unit":
-        a = np.tanh(a) * 0.9
-    return a.astype(dt)
-
-
-def ty(shape, dtype):
-    return "tensor<" + "".join(f"{d}x" for d in shape) + dtype + ">"
+    return random_array(rng, shape, dtype, kind)
 
 
 def programs_of(art):

@@ -10,6 +10,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from cuda_check import compile_cuda, load_interpreted  # noqa: E402
+from transformer_models import bert, gpt2, llama  # noqa: E402
+from transformer_models import main_output as _main_output  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -25,14 +27,6 @@ def _on_cuda_only(art, allowed_elsewhere=()):
     assert elsewhere <= set(allowed_elsewhere), per
 
 
-def _main_output(out):
-    if hasattr(out, "logits"):
-        return out.logits
-    if hasattr(out, "last_hidden_state"):
-        return out.last_hidden_state
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def _run(model, args):
     art = compile_cuda(model, args)
     out = load_interpreted(art).run(*args)
@@ -43,27 +37,6 @@ def mlp():
     return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 64),
                                torch.nn.LayerNorm(64), torch.nn.ReLU(), torch.nn.Linear(64, 10),
                                torch.nn.Softmax(-1)), (torch.randn(8, 32),)
-
-
-def gpt2():
-    cfg = transformers.GPT2Config(vocab_size=128, n_positions=64, n_embd=64, n_layer=2, n_head=4, use_cache=False,
-                                  bos_token_id=0, eos_token_id=0)
-    return transformers.GPT2LMHeadModel(cfg), (torch.randint(0, 128, (2, 16)),)
-
-
-def llama():
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                   use_cache=False)
-    return transformers.LlamaForCausalLM(cfg), (torch.randint(0, 128, (2, 16)),)
-
-
-def bert():
-    cfg = transformers.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=128, max_position_embeddings=64)
-    mask = torch.ones(2, 16, dtype=torch.long)
-    mask[1, 12:] = 0  # padding in the second sequence
-    return transformers.BertModel(cfg), (torch.randint(0, 128, (2, 16)), mask)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
