@@ -23,6 +23,8 @@ demo: setup
 	$(VENV)/bin/byteir compile examples/mlp.mlir -o out/mlp_asic.byre --target asic_stub --verbose
 	$(VENV)/bin/byteir run out/mlp_asic.byre
 	$(VENV)/bin/byteir inspect out/mlp_asic.byre --summary-only
+	$(VENV)/bin/byteir compile examples/mlp.mlir -o out/mlp_cuda.byre --target cuda --gpu-arch sm_80,sm_90
+	BYTEIR_CUDA_INTERPRET=1 $(VENV)/bin/byteir run out/mlp_cuda.byre
 	$(PY) examples/torch_cnn.py
 
 test: setup
