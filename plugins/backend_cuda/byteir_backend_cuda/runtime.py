@@ -151,8 +151,8 @@ class CupyProvider(Provider):
 class ProgramOnGpu:
     """One loaded program: modules loaded, constants uploaded; calls launch its steps on the given stream.
 
-    CUDA graphs (``BYTEIR_CUDA_GRAPHS=1``, the default): on a non-default stream, the first call runs eagerly and
-    later ones replay a captured graph (one driver call instead of one per kernel). A caller who keeps its
+    CUDA graphs (``BYTEIR_CUDA_GRAPHS=1``, the default): per stream, the first call runs eagerly and later ones
+    replay a captured graph (one driver call instead of one per kernel). A caller who keeps its
     buffers replays a graph captured over them (by pointer, a few kept per program); otherwise one graph per
     stream over the program's own input/output buffers is replayed, the caller's copied in and out."""
 
@@ -179,6 +179,7 @@ class ProgramOnGpu:
         self._seen: set = set()
         self._staged: dict = {}  # stream -> (graph over the program's own I/O buffers, those buffers)
         self._streams_seen: set = set()
+        self._capture_stream = None
 
     def _per_stream(self, stream):
         """Scratch and its views, kept per stream: a captured graph must see the same addresses every replay,
@@ -227,7 +228,7 @@ class ProgramOnGpu:
                     staged[i] = o
                     o = cp.empty_like(o)
                 bufs[i] = o
-            if not self.use_graphs or staged or stream.ptr == 0:
+            if not self.use_graphs or staged:
                 self._launch_all(bufs, per_launch, stream)
             else:
                 self._with_graph(stream, bufs, per_launch)
@@ -264,6 +265,12 @@ class ProgramOnGpu:
             bufs[i][...] = own[i]
 
     def _capture(self, stream, bufs, per_launch):
+        """A graph of the program's launches over ``bufs``. The legacy default stream cannot be captured: its
+        work is captured on a stream of the program's own, and the graph then launches on the default one."""
+        if stream.ptr == 0:
+            if self._capture_stream is None:
+                self._capture_stream = self.cp.cuda.Stream(non_blocking=True)
+            stream = self._capture_stream
         stream.begin_capture()
         try:
             self._launch_all(bufs, per_launch, stream)

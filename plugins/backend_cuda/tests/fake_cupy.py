@@ -83,7 +83,7 @@ class _Graph:
 class Stream:
     _next = 1000
 
-    def __init__(self, ptr=None):
+    def __init__(self, ptr=None, non_blocking=False):
         if ptr is None:
             Stream._next += 1
             ptr = Stream._next

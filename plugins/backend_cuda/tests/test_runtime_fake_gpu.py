@@ -69,9 +69,10 @@ def test_gemm_layouts_reach_cublas_with_the_right_transposes(fake_gpu, dtype, lh
     assert len(fake_cupy.GEMMS) == 1
 
 
-def test_a_callers_stream_captures_once_then_replays(fake_gpu, monkeypatch):
-    """On a caller's stream: the first call launches eagerly, the second is captured into a CUDA graph and
-    launched, later ones replay it (the host issues no launch); BYTEIR_CUDA_GRAPHS=0 launches every time."""
+def test_each_stream_captures_once_then_replays(fake_gpu, monkeypatch):
+    """On a caller's stream (or the default one, captured on a stream of the program's own): the first call
+    launches eagerly, the second is captured into a CUDA graph and launched, later ones replay it (the host
+    issues no launch); BYTEIR_CUDA_GRAPHS=0 launches every time."""
     text = f"""func.func @main(%x: {ty((64,), "f32")}) -> {ty((64,), "f32")} {{
   %e = stablehlo.exponential %x : {ty((64,), "f32")}
   %t = stablehlo.tanh %e : {ty((64,), "f32")}
@@ -80,10 +81,11 @@ def test_a_callers_stream_captures_once_then_replays(fake_gpu, monkeypatch):
     x = random((64,), "f32")
     (want,) = _reference(text, [x])
     kept = fake_gpu.empty((64,), np.float32)
-    for graphs, issued, out in (("1", [1, 1, 0, 0], None), ("1", [1, 1, 0, 0], kept), ("0", [1, 1, 1, 1], None)):
+    for graphs, issued, out, own_stream in (("1", [1, 1, 0, 0], None, True), ("1", [1, 1, 0, 0], kept, True),
+                                            ("1", [1, 1, 0, 0], None, False), ("0", [1, 1, 1, 1], None, True)):
         monkeypatch.setenv("BYTEIR_CUDA_GRAPHS", graphs)
         _, session = _load(text)
-        stream = fake_gpu.cuda.Stream()
+        stream = fake_gpu.cuda.Stream() if own_stream else None  # None: the default stream
         xd = fake_gpu.asarray(x)
         for expected in issued:
             before, ran = len(fake_cupy.ISSUED), len(fake_cupy.LAUNCHES)
