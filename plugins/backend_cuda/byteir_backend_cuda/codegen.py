@@ -219,11 +219,14 @@ def _literal(value, dtype: str) -> str:
 
 _BINARY = {"stablehlo.add": "({a} + {b})", "stablehlo.subtract": "({a} - {b})", "stablehlo.multiply": "({a} * {b})",
            "stablehlo.and": "({a} & {b})", "stablehlo.or": "({a} | {b})", "stablehlo.xor": "({a} ^ {b})",
-           "stablehlo.shift_left": "({a} << {b})", "stablehlo.shift_right_arithmetic": "({a} >> {b})"}
+           # StableHLO defines shifts by the bit width or more (or negative): 0, or the sign for >>
+           "stablehlo.shift_left": "tl.where(({b} >= 0) & ({b} < {bits}), {a} << {b}, 0)",
+           "stablehlo.shift_right_arithmetic": "tl.where(({b} >= 0) & ({b} < {bits}), {a} >> {b}, "
+                                               "tl.where({a} < 0, -1, 0))"}
 _MATH = {"stablehlo.exponential": "tl.exp({a})", "stablehlo.log": "tl.log({a})", "stablehlo.sqrt": "tl.sqrt_rn({a})",
          "stablehlo.rsqrt": "(1.0 / tl.sqrt_rn({a}))", "stablehlo.sine": "tl.sin({a})", "stablehlo.cosine": "tl.cos({a})",
          "stablehlo.floor": "tl.floor({a})", "stablehlo.ceil": "tl.ceil({a})", "stablehlo.logistic": "tl.sigmoid({a})",
-         "stablehlo.abs": "tl.abs({a})", "stablehlo.negate": "(-{a})", "chlo.erf": "tl.erf({a})",
+         "stablehlo.abs": "tl.abs({a})", "stablehlo.negate": "(-{a})",
          # Triton's interpreter has no libdevice: tanh, expm1, log1p, tan, cbrt and rounding are composed from
          # what both it and the GPU have.
          "stablehlo.tanh": "(1.0 - 2.0 / (tl.exp(2.0 * {a}) + 1.0))",
@@ -462,7 +465,10 @@ class KernelEmitter:
             if dtype == "i1" and name in ("stablehlo.add", "stablehlo.multiply"):
                 code = f"({a[0]} | {a[1]})" if name == "stablehlo.add" else f"({a[0]} & {a[1]})"
             else:
-                code = _BINARY[name].format(a=a[0], b=a[1])
+                bits = {"i8": 8, "i16": 16, "i32": 32, "i64": 64}.get(dtype, 32)
+                code = _BINARY[name].format(a=a[0], b=a[1], bits=bits)
+                if name.startswith("stablehlo.shift"):
+                    code = f"{code}.to({TRITON_DTYPE[dtype]})"
         elif name in _MATH:
             code = _MATH[name].format(a=a[0])
             if dtype == "f64":  # the correctly rounded square root is fp32-only; fp64's tl.sqrt is exact

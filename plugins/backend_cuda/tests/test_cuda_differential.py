@@ -387,3 +387,19 @@ def test_scatter_rows_with_duplicates_and_out_of_range_indices(combiner, dtype):
 }}"""
     ids = np.array([[3], [7], [3], [12], [0]] if combiner == "add" else [[3], [7], [1], [-2], [0]], np.int64)
     check(text, [random((10, 4), dtype), ids, random((5, 4), dtype)], ["stablehlo.scatter"], accumulate=True)
+
+
+@pytest.mark.parametrize("dtype", ["i32", "i64", "i8"])
+def test_shifts_by_any_amount(dtype):
+    """Amounts of 0 .. bit width and beyond, and negative ones: StableHLO gives 0 (or the sign, shifting right)."""
+    t = ty((12,), dtype)
+    text = f"""func.func @main(%x: {t}, %s: {t}) -> ({t}, {t}) {{
+  %l = stablehlo.shift_left %x, %s : {t}
+  %r = stablehlo.shift_right_arithmetic %x, %s : {t}
+  return %l, %r : {t}, {t}
+}}"""
+    bits = {"i8": 8, "i32": 32, "i64": 64}[dtype]
+    x = np.array([5, -7, 1, -1, 100, -100, 3, -3, 0, 12, -12, 1], dtype=random((1,), dtype).dtype)
+    s = np.array([0, 1, bits - 1, bits - 1, bits, bits + 3, -1, 2, 5, 3, 3, 200 % 128], dtype=x.dtype)
+    check(text, [x, s], ["stablehlo.shift_left", "stablehlo.shift_right_arithmetic"])
+
