@@ -50,8 +50,6 @@ def read_byre(data: bytes, where: str) -> ByreModule:
 
 
 def _from_module(module, where: str) -> ByreModule:
-    from ..mlir import ir
-
     top = module.operation.attributes
     if "byre.version" not in top:
         raise ByreFormatError(where, "not a ByRE artifact: the module has no byre.version attribute")
@@ -145,8 +143,6 @@ def _spec(t, where, what) -> TensorSpec:
 
 
 def _read_entry(entry, bm: ByreModule, where: str) -> None:
-    from ..mlir import ir
-
     block = entry.regions[0].blocks[0]
     arg_attrs = entry.attributes["arg_attrs"] if "arg_attrs" in entry.attributes else None
     ids: dict = {}
