@@ -63,7 +63,16 @@ def test_zoo_matches_eager(name):
     assert "reference" not in art.report["ops_per_backend"], art.report["ops_per_backend"]
 
 
-def test_bf16_mlp_matches_eager_within_bf16_tolerance():
+@pytest.mark.parametrize("cpu", [None, "x86-64-v3", "x86-64"], ids=["native", "avx2", "baseline"])
+def test_bf16_mlp_matches_eager_within_bf16_tolerance(cpu, monkeypatch):
+    """Also with kernels built for an AVX2 and a baseline x86-64 CPU (no bf16/f16 conversion instructions), so an
+    AVX-512 machine runs the code those machines get."""
+    if cpu:
+        from byteir_backend_cpu.provider import host_isa
+
+        if cpu == "x86-64-v3" and host_isa() and "avx2" not in host_isa():
+            pytest.skip("kernels for x86-64-v3 need AVX2, which this CPU lacks")
+        monkeypatch.setenv("BYTEIR_CPU", cpu)
     torch.manual_seed(0)
     module = zoo.MLP().to(torch.bfloat16)
     _compile_and_compare(module, (torch.randn(4, 16, dtype=torch.bfloat16),), dtype=torch.bfloat16)
