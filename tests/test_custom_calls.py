@@ -134,3 +134,33 @@ def test_an_unknown_byteir_custom_call_is_a_clear_error():
             "  return %o : tensor<4xf32>")
     with pytest.raises(TargetError, match="byteir.mystery.*no decomposition"):
         byteir_core.compile(func("%x: tensor<4xf32>", "tensor<4xf32>", body), target="cpu")
+
+
+def test_fully_masked_rows_give_zero_and_finite_gradients_like_torch():
+    """A query row with every key masked: out 0 and lse -inf forward (torch's SDPA gives 0 too), and gradients
+    with no NaN backward; the other rows as usual."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    shape = [1, 1, 3, 4]
+    q, k, v = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
+    mask = np.ones((1, 1, 3, 3), bool)
+    mask[0, 0, 1, :] = False
+    art = byteir_core.compile(fwd_program(shape, shape, shape, 0.5, False, ([1, 1, 3, 3], "i1")), target="cpu")
+    out, lse = byteir_core.load(art)(q, k, v, mask)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), attn_mask=torch.from_numpy(mask), scale=0.5)
+    np.testing.assert_allclose(out, want.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.all(out[0, 0, 1] == 0) and lse[0, 0, 1] == -np.inf and np.isfinite(lse[0, 0, [0, 2]]).all()
+
+    t, lt, mt = _t(shape), _t(shape[:3]), _t([1, 1, 3, 3], "i1")
+    body = (f"  %g:3 = stablehlo.custom_call @byteir.flash_attn_bwd(%do, %q, %k, %v, %m, %o, %l) {{byteir_attrs = "
+            f"{{scale = 0.5 : f64, causal = false, operand_present = [true, true, true, true, true, true, true]}}}}"
+            f" : ({t}, {t}, {t}, {t}, {mt}, {t}, {lt}) -> ({t}, {t}, {t})\n  return %g#0, %g#1, %g#2 : {t}, {t}, {t}")
+    prog = func(f"%do: {t}, %q: {t}, %k: {t}, %v: {t}, %m: {mt}, %o: {t}, %l: {lt}", f"{t}, {t}, {t}", body)
+    dout = rng.standard_normal(shape).astype(np.float32)
+    dq, dk, dv = byteir_core.load(byteir_core.compile(prog, target="cpu"))(dout, q, k, v, mask, out, lse)
+    tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
+    torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=torch.from_numpy(mask),
+                                                     scale=0.5).backward(torch.from_numpy(dout))
+    for got, ref in ((dq, tq.grad), (dk, tk.grad), (dv, tv.grad)):
+        np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-5)

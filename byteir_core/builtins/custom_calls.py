@@ -125,7 +125,10 @@ def _flash_fwd(call, attrs) -> str:
     m = w.select(is_inf, w.scalar_bcast("0.0", rs), m, rs)
     e = w.unary("exponential", w.binary("subtract", s, w.bcast(m, rs, [0, 1, 2], ss), ss), ss)
     l_ = w.reduce_last(e, ss, "add")
-    p = w.binary("divide", e, w.bcast(l_, rs, [0, 1, 2], ss), ss)
+    # a row with no key left (all masked) gives 0, as torch's SDPA and FlashAttention do, not 0/0
+    empty = w.compare("EQ", l_, w.scalar_bcast("0.0", rs), rs, "f32")
+    denom = w.select(empty, w.scalar_bcast("1.0", rs), l_, rs)
+    p = w.binary("divide", e, w.bcast(denom, rs, [0, 1, 2], ss), ss)
     os_ = qs[:3] + [vs[3]]
     o = w.dot(p, v, ss, vs, 3, 2, os_)
     o = w.convert(o, os_, "f32", elem)
@@ -148,7 +151,11 @@ def _flash_bwd(call, attrs) -> str:
     s, ss = _scores(w, f["%q"], f["%k"], "%mask" if has_mask else None, mask_t, qs, ks, attrs["scale"],
                     attrs["causal"])
     rs = ss[:3]
-    p = w.unary("exponential", w.binary("subtract", s, w.bcast("%lse", rs, [0, 1, 2], ss), ss), ss)
+    # rows with no key left have lse -inf: their probabilities are 0 (exp(-inf - -inf) would be NaN)
+    lse_b = w.bcast("%lse", rs, [0, 1, 2], ss)
+    dead = w.compare("EQ", lse_b, w.scalar_bcast("0xFF800000", ss), ss, "f32")
+    p = w.unary("exponential", w.binary("subtract", s, lse_b, ss), ss)
+    p = w.select(dead, w.scalar_bcast("0.0", ss), p, ss)
     os_ = shape["%dout"]
     dv = w.dot(p, f["%dout"], ss, os_, 2, 2, vs)
     dp = w.dot(f["%dout"], f["%v"], os_, vs, 3, 3, ss)

@@ -9,10 +9,8 @@ a float mask is added to the scaled scores; the mask broadcasts to ``[B,H,Sq,Sk]
 sum-exp of the masked scores, in f32. K/V may have fewer heads than Q (grouped-query attention): query head
 ``h`` reads kv head ``h // (H // H_kv)``.
 
-One deliberate difference: a query row whose keys are *all* masked has ``lse = -inf`` (as in the
-decomposition) but ``out = 0`` and zero gradients, where the decomposition computes ``0 / 0 = NaN`` for the
-row (and, in the backward, ``exp(-inf - -inf) = NaN``, which spreads to all of that head's dk/dv). Zero is
-what FlashAttention and torch's SDPA give.
+A query row whose keys are *all* masked has ``lse = -inf``, ``out = 0`` and zero gradients, as in the
+decomposition, FlashAttention and torch's SDPA.
 
 The kernels below are plain functions: their source text (with ``import triton.language as tl`` in front) is
 what :class:`TritonKernel` carries; ``triton_build`` wraps it for the compiler and the host interpreter. They

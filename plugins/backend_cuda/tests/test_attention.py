@@ -171,8 +171,8 @@ def test_fwd_half_matches_reference(dtype, case, bf16_dot):
 @needs_interpreter
 @pytest.mark.parametrize("kind", ["bool", "float", "causal"])
 def test_fwd_fully_masked_rows_give_zero_and_minus_inf(kind):
-    """A row with no unmasked key: lse -inf (as the core's decomposition gives) and out 0 (the decomposition
-    gives 0/0 = NaN there; FlashAttention and torch give 0)."""
+    """A row with no unmasked key: lse -inf and out 0, as the core's decomposition, FlashAttention and torch's
+    SDPA give."""
     SQ, SK = 20, 18
     q, k, v = make_inputs(1, 2, 2, SQ, SK, 16, 16, torch.float32)
     mask, causal, empty_rows = None, False, [3, 17]
