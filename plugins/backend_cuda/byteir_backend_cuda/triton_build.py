@@ -140,7 +140,7 @@ def interpreter_ready() -> str | None:
         return ("Triton was imported in this process without TRITON_INTERPRET=1; set TRITON_INTERPRET=1 (or "
                 "BYTEIR_CUDA_INTERPRET=1 before anything imports triton) to run cuda kernels on the host")
     try:
-        import triton  # noqa: F401
+        import triton  # noqa: F401 (is it importable?)
         import torch  # noqa: F401
     except ImportError as e:
         return f"the cuda interpreter needs triton and torch (CPU build): {e}"
