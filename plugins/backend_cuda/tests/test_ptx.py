@@ -117,3 +117,20 @@ def test_dense_bf16_constants_keep_their_bits():
         assert (fusion.dense_to_numpy(big, TensorSpec((300,), "bf16")) == x).all()
         got = fusion.dense_to_numpy(small, TensorSpec((2, 2), "bf16")).astype(np.float32)
     np.testing.assert_array_equal(got, [[1.5, -2.25], [3.0, np.inf]])
+
+
+def test_extract_writes_each_kernels_source_ptx_cubin_and_the_launches(monkeypatch, tmp_path):
+    import json
+
+    import byteir_core
+    from byteir_backend_cuda.extract import main
+
+    monkeypatch.setenv("BYTEIR_CUDA_ARCHS", "sm_80")
+    byteir_core.compile(OWN[1], target="cuda", output=tmp_path / "m.byre")
+    assert main([str(tmp_path / "m.byre"), str(tmp_path / "out")]) == 0
+    files = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert any(f.endswith(".py") for f in files) and any(f.endswith(".sm_80.ptx") for f in files)
+    cubins = [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".sm_80.cubin")]
+    assert cubins and all(p.read_bytes()[:4] == b"\x7fELF" for p in cubins)
+    (launches,) = [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".launches.json")]
+    assert json.loads(launches.read_text())["launches"][0]["kind"] == "triton"
