@@ -181,17 +181,18 @@ class DeviceMemory:
         copying; ``buffer`` is one :meth:`allocate` returned or itself a view."""
         raise NotImplementedError
 
-    def from_host(self, host: np.ndarray, dst) -> None:
-        """Copy the host array ``host`` into the device array ``dst`` (equal nbytes)."""
+    def from_host(self, host: np.ndarray, dst, stream=None) -> None:
+        """Copy the host array ``host`` into the device array ``dst`` (equal nbytes), ordered on ``stream`` (the
+        request's; None: finished before returning, as for weights at load time)."""
         raise NotImplementedError
 
-    def to_host(self, src) -> np.ndarray:
-        """A new host array with ``src``'s shape and bytes. The session views it with the argument's element
+    def to_host(self, src, stream=None) -> np.ndarray:
+        """A new host array with ``src``'s shape and bytes, once the work queued on ``stream`` has written them. The session views it with the argument's element
         type, so a device library without that type (CuPy has no bfloat16) may return another of its width."""
         raise NotImplementedError
 
-    def copy(self, src, dst) -> None:
-        """Copy between two arrays of this device (equal nbytes)."""
+    def copy(self, src, dst, stream=None) -> None:
+        """Copy between two arrays of this device (equal nbytes), ordered on ``stream`` (the request's)."""
         raise NotImplementedError
 
     def import_array(self, x, spec: TensorSpec) -> Any | None:
@@ -223,13 +224,13 @@ class HostMemory(DeviceMemory):
         raw = buffer.reshape(-1).view(np.uint8)[byte_offset:byte_offset + spec.nbytes]
         return raw.view(spec.np_dtype).reshape(spec.shape)
 
-    def from_host(self, host: np.ndarray, dst: np.ndarray) -> None:
+    def from_host(self, host: np.ndarray, dst: np.ndarray, stream=None) -> None:
         copy_into(dst, host)
 
-    def to_host(self, src: np.ndarray) -> np.ndarray:
+    def to_host(self, src: np.ndarray, stream=None) -> np.ndarray:
         return np.array(src, copy=True)
 
-    def copy(self, src: np.ndarray, dst: np.ndarray) -> None:
+    def copy(self, src: np.ndarray, dst: np.ndarray, stream=None) -> None:
         copy_into(dst, src)
 
     def import_array(self, x, spec: TensorSpec) -> np.ndarray | None:

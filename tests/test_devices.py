@@ -60,6 +60,7 @@ class FakeMemory(DeviceMemory):
     def __init__(self):
         self.synchronized: list = []  # the stream of every synchronize() call
         self.uploads = 0
+        self.copy_streams: list = []  # the stream each upload/copy was ordered on
 
     def allocate(self, nbytes):
         return FakeArray(np.empty(nbytes, np.uint8))
@@ -67,14 +68,16 @@ class FakeMemory(DeviceMemory):
     def view(self, buffer, byte_offset, spec):
         return FakeArray(HostMemory().view(_fake(buffer, "view"), byte_offset, spec))
 
-    def from_host(self, host, dst):
+    def from_host(self, host, dst, stream=None):
         self.uploads += 1
+        self.copy_streams.append(stream)
         np.copyto(_fake(dst, "from_host dst"), _host(host, "from_host src"))
 
-    def to_host(self, src):
+    def to_host(self, src, stream=None):
         return _fake(src, "to_host").copy()
 
-    def copy(self, src, dst):
+    def copy(self, src, dst, stream=None):
+        self.copy_streams.append(stream)
         np.copyto(_fake(dst, "copy dst"), _fake(src, "copy src"))
 
     def import_array(self, x, spec):
@@ -302,12 +305,14 @@ def test_stream_goes_to_the_kernels_and_sync_waits_for_it(art, fake):
     stream = object()
     fake.streams.clear()
     fake.mem.synchronized.clear()
+    fake.mem.copy_streams.clear()
     req = s.new_request_context(stream)
     req.bind_arg(0, x)
     req.bind_arg(1, y)
     req.finish_io_binding()
     req.run()
     assert fake.streams == [stream, stream]  # both fakedev kernels got the request's stream
+    assert fake.mem.copy_streams and set(fake.mem.copy_streams) == {stream}  # uploads and copies too
     req.sync()
     assert fake.mem.synchronized == [stream]
     np.testing.assert_allclose(fake.mem.to_host(req.get_arg(2)), expected(x, y)[0], rtol=1e-5, atol=1e-6)

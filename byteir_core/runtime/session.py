@@ -223,13 +223,14 @@ class Session:
         if src == dst == HOST:
             return ("copy", None, s)
         smem, dmem = memories[src], memories[dst]
+        # each transfer is fn(src, dst, stream): ordered on the request's stream like the kernels around it
         if src == dst:
             return ("transfer", smem.copy, s)
         if src == HOST:
             return ("transfer", dmem.from_host, s)
         if dst == HOST:
-            return ("transfer", lambda a, b: copy_into(b, smem.to_host(a)), s)
-        return ("transfer", lambda a, b: dmem.from_host(smem.to_host(a), b), s)  # two devices meet on the host
+            return ("transfer", lambda a, b, stream: copy_into(b, smem.to_host(a, stream)), s)
+        return ("transfer", lambda a, b, stream: dmem.from_host(smem.to_host(a, stream), b, stream), s)  # via host
 
     def _take_workspace(self) -> "_Workspace":
         """Arenas (one per device) and the views into them of every intermediate buffer, reused across requests."""
@@ -412,7 +413,7 @@ class RequestContext:
         host = _host_argument(offset, a, value)
         staging = self._staging(offset, a, mem)
         if a.kind == "input":
-            mem.from_host(host, staging)
+            mem.from_host(host, staging, self.stream)
         else:
             self._host_outputs[offset] = host
         self._args[offset] = staging
@@ -482,7 +483,7 @@ class RequestContext:
         if kind == "copy":
             copy_into(v[s.operands[1]], v[s.operands[0]])
         elif kind == "transfer":
-            fn(v[s.operands[0]], v[s.operands[1]])
+            fn(v[s.operands[0]], v[s.operands[1]], self.stream)
         else:
             ins = [v[o] for o, e in zip(s.operands, s.effects) if e == READ]
             outs = [v[o] for o, e in zip(s.operands, s.effects) if e == WRITE]
@@ -495,7 +496,8 @@ class RequestContext:
         if self._host_outputs:
             self.sync()
             for offset, host in self._host_outputs.items():
-                copy_into(host, self.session._memories[self.session._arg_devices[offset]].to_host(self._args[offset]))
+                mem = self.session._memories[self.session._arg_devices[offset]]
+                copy_into(host, mem.to_host(self._args[offset], self.stream))
 
     def _run_timed(self, times: list) -> None:
         """:meth:`run`, appending each step's seconds to ``times[step]`` (kept apart: ``run`` is the hot path).

@@ -57,15 +57,21 @@ class CupyMemory(DeviceMemory):
         flat = buffer.reshape(-1).view(self.cp.uint8)
         return flat[byte_offset:byte_offset + spec.nbytes].view(_storage_dtype(spec.np_dtype)).reshape(spec.shape)
 
-    def from_host(self, host: np.ndarray, dst) -> None:
-        src = np.ascontiguousarray(host).view(_storage_dtype(host.dtype)).reshape(dst.shape)
-        dst.set(src, stream=self.cp.cuda.get_current_stream())
+    def from_host(self, host: np.ndarray, dst, stream=None) -> None:
+        s = as_cupy_stream(self.cp, stream)
+        dst.set(np.ascontiguousarray(host).view(_storage_dtype(host.dtype)).reshape(dst.shape), stream=s)
+        if stream is None:  # no request to order it for (weights at load): done before anything reads it
+            s.synchronize()
 
-    def to_host(self, src) -> np.ndarray:
-        return self.cp.asnumpy(src)
+    def to_host(self, src, stream=None) -> np.ndarray:
+        s = as_cupy_stream(self.cp, stream)
+        out = self.cp.asnumpy(src, stream=s)
+        s.synchronize()
+        return out
 
-    def copy(self, src, dst) -> None:
-        self.cp.copyto(dst.reshape(-1).view(self.cp.uint8), src.reshape(-1).view(self.cp.uint8))
+    def copy(self, src, dst, stream=None) -> None:
+        with as_cupy_stream(self.cp, stream):
+            self.cp.copyto(dst.reshape(-1).view(self.cp.uint8), src.reshape(-1).view(self.cp.uint8))
 
     def import_array(self, x, spec: TensorSpec):
         cp = self.cp

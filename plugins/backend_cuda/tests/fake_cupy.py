@@ -63,7 +63,7 @@ def ascontiguousarray(a):
     return _dev(np.ascontiguousarray(np.asarray(a)))
 
 
-def asnumpy(a):
+def asnumpy(a, stream=None):
     return np.array(a)
 
 
