@@ -24,6 +24,7 @@ and the caller splits the group before it.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -285,6 +286,17 @@ def reducer_of_region(op):
         if dtype == "i1":
             identity = 0 if red == "tl.max" else 1
     return red, combine, identity
+
+
+def gather_plan(op):
+    """(offset_dims, collapsed_slice_dims, start_index_map, index_vector_dim) of a gather without batching dims
+    (what the emitter writes), else None."""
+    from byteir_core.mlir import stablehlo_api
+
+    d = stablehlo_api.GatherDimensionNumbers(op.attributes["dimension_numbers"])
+    if list(d.operand_batching_dims) or list(d.start_indices_batching_dims):
+        return None
+    return list(d.offset_dims), list(d.collapsed_slice_dims), list(d.start_index_map), int(d.index_vector_dim)
 
 
 def window_plan(op):
@@ -592,8 +604,6 @@ class KernelEmitter:
         dtype = elem_type(v)
         ident = _literal(identity, dtype)
         acc, deps = ident, frozenset()
-        import itertools
-
         for w in itertools.product(*[range(n) for n in windows]):
             dims, conds = [], []
             for d, (i, s, wk, dl, (lo, _)) in enumerate(zip(idx.dims, strides, w, wdil, pads)):
@@ -674,28 +684,14 @@ class KernelEmitter:
             return self.emit(src, Index(tuple(dims), sshape))
         src, indices = op.operands
         sshape, ishape = shape_of(src), shape_of(indices)
-        dn = op.attributes["dimension_numbers"]
-        text = str(dn)
-
-        def field_(name):
-            import re
-            m = re.search(name + r" = \[([0-9, ]*)\]", text)
-            return [int(x) for x in m.group(1).split(",") if x.strip()] if m else []
-        offset_dims = field_("offset_dims")
-        collapsed = field_("collapsed_slice_dims")
-        start_map = field_("start_index_map")
-        if field_("operand_batching_dims") or field_("start_indices_batching_dims"):
+        plan = gather_plan(op)
+        if plan is None:
             raise CannotFuse(op, "batched gather")
-        import re
-        m = re.search(r"index_vector_dim = (\d+)", text)
-        ivd = int(m.group(1)) if m else len(ishape)
+        offset_dims, collapsed, start_map, ivd = plan
         sizes = _attr_ints(op, "slice_sizes")
         out_rank = len(shape_of(v))
         batch_dims = [d for d in range(out_rank) if d not in offset_dims]
-        # coordinates of the start-index vector in `indices`
-        base = []
-        for k, d in enumerate(batch_dims):
-            base.append(idx.dims[d])
+        base = [idx.dims[d] for d in batch_dims]  # coordinates of the start-index vector in `indices`
         starts = {}
         for j, od in enumerate(start_map):
             coords = list(base)

@@ -68,6 +68,27 @@ def value_spec(v) -> tuple[list[int], str]:
     return list(shape_of(v)), elem_type(v)
 
 
+def attention_operands(op) -> dict:
+    """The operands of a ``byteir.flash_attn_fwd/bwd`` call by role (``mask`` None when absent), its
+    ``inputs`` in the order the attention programs take them, and its ``scale`` and ``causal``."""
+    from byteir_core.builtins.custom_calls import attrs_of
+
+    attrs = attrs_of(op)
+    present = list(attrs["operand_present"])
+    operands = list(op.operands)
+    if custom_call_target(op) == "byteir.flash_attn_fwd":
+        q, k, v = operands[:3]
+        mask = operands[3] if len(present) > 3 and present[3] else None
+        roles = {"q": q, "k": k, "v": v, "mask": mask, "inputs": [q, k, v] + ([mask] if mask is not None else [])}
+    else:
+        dout, q, k, v = operands[:4]
+        mask = operands[4] if len(present) > 4 and present[4] else None
+        out, lse = operands[-2:]
+        roles = {"dout": dout, "q": q, "k": k, "v": v, "mask": mask, "out": out, "lse": lse,
+                 "inputs": [dout, q, k, v] + ([mask] if mask is not None else []) + [out, lse]}
+    return {**roles, "scale": attrs["scale"], "causal": attrs["causal"]}
+
+
 def _reduce_split(op) -> tuple[int, int]:
     from .codegen import _attr_ints
 
@@ -131,7 +152,6 @@ def initial_groups(ops) -> list:
 
 class ProgramBuilder:
     def __init__(self, cluster):
-        self.cluster = cluster
         module = cluster.module
         main = next(op.operation for op in module.body.operations if op.operation.name == "func.func"
                     and ir.StringAttr(op.operation.attributes["sym_name"]).value == "main")
@@ -139,11 +159,10 @@ class ProgramBuilder:
         body = [op.operation for op in block.operations]
         self.ret = body[-1]
         self.ops = body[:-1]
-        self.args = list(block.arguments)
         self.buffers: list[BufferDecl] = []
         self.value_buf: dict = {}
         self.splats: dict = {}
-        for i, a in enumerate(self.args):
+        for i, a in enumerate(block.arguments):
             self.value_buf[a] = self._add(BufferDecl("input", list(shape_of(a)), elem_type(a), index=i))
         self.outputs = list(self.ret.operands)
         for j, v in enumerate(self.outputs):
@@ -154,7 +173,6 @@ class ProgramBuilder:
                 attr = ir.DenseElementsAttr(op.attributes["value"])
                 if attr.is_splat:
                     self.splats[op.results[0]] = _splat_value(attr)
-        self.scratch_values: list = []
         self.by_source: dict = {}  # kernel identity -> index in the program's kernels
 
     def _add(self, decl: BufferDecl) -> int:
@@ -174,7 +192,6 @@ class ProgramBuilder:
                                                      data=b64(np.ascontiguousarray(data).tobytes())))
         else:
             self.value_buf[v] = self._add(BufferDecl("scratch", list(shape_of(v)), elem_type(v)))
-            self.scratch_values.append(v)
         return self.value_buf[v]
 
     # -- groups -------------------------------------------------------------------------------------------
@@ -227,11 +244,7 @@ class ProgramBuilder:
             i += 1
             if spec is None:  # nothing to compute (empty outputs)
                 continue
-            k = self._kernel_index(TritonKernel(spec.name, spec.source, dict(zip(
-                [f"p{j}" for j in range(len(spec.params))], spec.param_types)), spec.constexprs,
-                num_warps=spec.num_warps), kernels)
-            launches.append((Launch("triton", kernel=k, grid=list(spec.grid),
-                                    args=[{"buf": b} for b in spec.params]), list(spec.params)))
+            launches.append(self._triton_launch(spec, kernels))
         scratch = self._plan_scratch(launches)
         return Program(self.buffers, [launch for launch, _ in launches], kernels, scratch)
 
@@ -254,50 +267,28 @@ class ProgramBuilder:
         operand, indices, updates = op.operands
         out = self.buffer_of(op.results[0])
         decls = lambda: [(tuple(b.shape), b.dtype) for b in self.buffers]  # noqa: E731
-        launches = []
         copy = Group([op], stores=[(operand, out)])
         if operand not in self.splats:
             copy.loads[operand] = self.buffer_of(operand)
         spec = KernelEmitter(f"scatter_init_{len(kernels)}", copy, self.splats, decls())._pointwise_kernel()
         spec2_group = Group([op], loads={indices: self.buffer_of(indices), updates: self.buffer_of(updates)})
         spec2 = KernelEmitter(f"scatter_{len(kernels)}", spec2_group, self.splats, decls()).scatter_kernel(op, out)
-        for s in (spec, spec2):
-            if s is None:
-                continue
-            k = self._kernel_index(TritonKernel(s.name, s.source, dict(zip([f"p{j}" for j in range(len(s.params))],
-                                                                            s.param_types)), s.constexprs,
-                                                num_warps=s.num_warps), kernels)
-            launches.append((Launch("triton", kernel=k, grid=list(s.grid), args=[{"buf": b} for b in s.params]),
-                             list(s.params)))
-        return launches
+        return [self._triton_launch(k, kernels) for k in (spec, spec2) if k is not None]
 
     def _attention(self, op, kernels) -> list:
         """The fused attention kernels of a ``byteir.flash_attn_fwd/bwd`` call."""
-        from byteir_core.builtins.custom_calls import attrs_of
-
         from . import attention
 
-        target = custom_call_target(op)
-        attrs = attrs_of(op)
-        present = list(attrs["operand_present"])
-        operands = list(op.operands)
-        spec = lambda v: (list(shape_of(v)), elem_type(v))  # noqa: E731
-        if target == "byteir.flash_attn_fwd":
-            mask = operands[3] if len(present) > 3 and present[3] else None
-            ins = operands[:3] + ([mask] if mask is not None else [])
-            sub = attention.fwd_program(spec(operands[0]), spec(operands[1]), spec(operands[2]),
-                                        spec(mask) if mask is not None else None, spec(op.results[0]),
-                                        spec(op.results[1]), scale=attrs["scale"], causal=attrs["causal"])
+        a = attention_operands(op)
+        spec = lambda v: value_spec(v) if v is not None else None  # noqa: E731
+        res = [value_spec(r) for r in op.results]
+        if custom_call_target(op) == "byteir.flash_attn_fwd":
+            sub = attention.fwd_program(spec(a["q"]), spec(a["k"]), spec(a["v"]), spec(a["mask"]), *res,
+                                        scale=a["scale"], causal=a["causal"])
         else:
-            has_mask = len(present) > 4 and present[4]
-            dout, q, k, v = operands[:4]
-            mask = operands[4] if has_mask else None
-            out, lse = operands[-2:]
-            ins = [dout, q, k, v] + ([mask] if has_mask else []) + [out, lse]
-            sub = attention.bwd_program(spec(dout), spec(q), spec(k), spec(v), spec(mask) if has_mask else None,
-                                        spec(out), spec(lse), spec(op.results[0]), spec(op.results[1]),
-                                        spec(op.results[2]), scale=attrs["scale"], causal=attrs["causal"])
-        return self._splice(sub, ins, list(op.results), kernels)
+            sub = attention.bwd_program(spec(a["dout"]), spec(a["q"]), spec(a["k"]), spec(a["v"]), spec(a["mask"]),
+                                        spec(a["out"]), spec(a["lse"]), *res, scale=a["scale"], causal=a["causal"])
+        return self._splice(sub, a["inputs"], list(op.results), kernels)
 
     def _splice(self, sub: Program, ins: list, outs: list, kernels) -> list:
         """Splice a library op's own program into this one: its inputs/outputs are our buffers of ``ins`` and
@@ -327,6 +318,14 @@ class ProgramBuilder:
             out.append((Launch(launch.kind, kernel=kernel, grid=launch.grid, args=args, attrs=launch.attrs),
                         touched))
         return out
+
+    def _triton_launch(self, spec, kernels: list) -> tuple[Launch, list[int]]:
+        """(launch, buffers it touches) of a written kernel, its kernel shared with an identical earlier one."""
+        k = self._kernel_index(TritonKernel(spec.name, spec.source, dict(zip(
+            [f"p{j}" for j in range(len(spec.params))], spec.param_types)), spec.constexprs,
+            num_warps=spec.num_warps), kernels)
+        return Launch("triton", kernel=k, grid=list(spec.grid), args=[{"buf": b} for b in spec.params]), \
+            list(spec.params)
 
     def _kernel_index(self, kernel: TritonKernel, kernels: list) -> int:
         """Where ``kernel`` is in ``kernels``, appended if new: a transformer's layers share their kernels

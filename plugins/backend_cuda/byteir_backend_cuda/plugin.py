@@ -19,9 +19,9 @@ from byteir_core.errors import ProviderError
 from byteir_core.interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
 from byteir_core.mlir import ir
 
-from .codegen import ELEMENTWISE_OPS, INDEX_OPS, reducer_of, scatter_plan, window_plan
+from .codegen import ELEMENTWISE_OPS, INDEX_OPS, gather_plan, reducer_of, scatter_plan, window_plan
 from .fusion import ATTENTION_CALLS, custom_call_target
-from .program import FORMAT, Program
+from .program import FORMAT, program_of
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -104,7 +104,7 @@ class CudaBackend(Backend):
         if name == "stablehlo.bitcast_convert":
             if {_elem(op.operands[0]), _elem(op.results[0])} & {"f16", "bf16", "i1"}:
                 return None
-        if name == "stablehlo.gather" and ("batching_dims = [" in str(op.attributes["dimension_numbers"])):
+        if name == "stablehlo.gather" and gather_plan(op) is None:
             return None
         if name in ELEMENTWISE_OPS or name in INDEX_OPS or name == "stablehlo.reduce":
             return 10
@@ -114,23 +114,14 @@ class CudaBackend(Backend):
     def _attention_ok(op) -> bool:
         """Static shapes and what the attention kernels support (attention.unsupported_reason); otherwise the core
         decomposes the call into StableHLO, which this backend then compiles like any other ops."""
-        from byteir_core.builtins.custom_calls import attrs_of
-
         from . import attention
+        from .fusion import attention_operands, value_spec
 
         if not all(isinstance(v.type, ir.RankedTensorType) and v.type.has_static_shape for v in op.operands):
             return False
-        spec = lambda v: (list(ir.RankedTensorType(v.type).shape), _elem(v))  # noqa: E731
-        present = list(attrs_of(op)["operand_present"])
-        operands = list(op.operands)
-        if custom_call_target(op) == "byteir.flash_attn_fwd":
-            q, k, v = operands[:3]
-            mask = operands[3] if len(present) > 3 and present[3] else None
-        else:
-            q, k, v = operands[1:4]
-            mask = operands[4] if len(present) > 4 and present[4] else None
-        return attention.unsupported_reason(spec(q), spec(k), spec(v), spec(mask) if mask is not None else None) \
-            is None
+        a = attention_operands(op)
+        mask = value_spec(a["mask"]) if a["mask"] is not None else None
+        return attention.unsupported_reason(value_spec(a["q"]), value_spec(a["k"]), value_spec(a["v"]), mask) is None
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
         from .fusion import build_program
@@ -167,19 +158,6 @@ class CudaProvider(Provider):
 
         return CupyProvider()
 
-    def load(self, callee: str, kernel: Kernel | None, attrs: dict):
-        return self.open(None).load(callee, kernel, attrs)
-
-
-def _program(kernel: Kernel | None) -> Program:
-    if kernel is None or kernel.format != FORMAT:
-        raise ProviderError(f"cuda.program needs a {FORMAT!r} kernel, got "
-                            f"{kernel.format if kernel else 'none'}")
-    try:
-        return Program.from_bytes(kernel.data)
-    except Exception as e:  # noqa: BLE001
-        raise ProviderError(f"cuda.program: the kernel payload is not a valid program ({e})") from None
-
 
 class CudaInterpretProvider(Provider):
     """The cuda target on the host: buffers are host memory, kernels run in Triton's interpreter."""
@@ -198,7 +176,7 @@ class CudaInterpretProvider(Provider):
     def load(self, callee: str, kernel: Kernel | None, attrs: dict):
         from .interpret import ProgramRunner
 
-        return ProgramRunner(_program(kernel))
+        return ProgramRunner(program_of(kernel))
 
 
 @hookimpl

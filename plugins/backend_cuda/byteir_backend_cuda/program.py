@@ -106,6 +106,18 @@ class Program:
                    scratch_bytes=d["scratch_bytes"], version=d["version"])
 
 
+def program_of(kernel) -> Program:
+    """The program a ``cuda.program`` step carries, or a ProviderError naming what is wrong with it."""
+    from byteir_core.errors import ProviderError
+
+    if kernel is None or kernel.format != FORMAT:
+        raise ProviderError(f"cuda.program needs a {FORMAT!r} kernel, got {kernel.format if kernel else 'none'}")
+    try:
+        return Program.from_bytes(kernel.data)
+    except Exception as e:  # noqa: BLE001
+        raise ProviderError(f"cuda.program: the kernel payload is not a valid program ({e})") from None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 

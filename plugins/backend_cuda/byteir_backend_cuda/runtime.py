@@ -18,7 +18,7 @@ from byteir_core.interfaces import DeviceMemory, Kernel, Provider
 
 from .gemm import plan
 from .gpu import _cupy, local_arch
-from .program import FORMAT, Program, unb64
+from .program import Program, program_of, unb64
 
 #: Kernels assume 16-byte aligned buffers (compiled with that divisibility hint, for vector loads).
 ALIGN = 16
@@ -148,10 +148,7 @@ class CupyProvider(Provider):
         return self._memory
 
     def load(self, callee: str, kernel: Kernel | None, attrs: dict):
-        if kernel is None or kernel.format != FORMAT:
-            raise ProviderError(f"cuda.program needs a {FORMAT!r} kernel")
-        program = Program.from_bytes(kernel.data)
-        return ProgramOnGpu(self.cp, program, self.arch)
+        return ProgramOnGpu(self.cp, program_of(kernel), self.arch)
 
 
 class ProgramOnGpu:
