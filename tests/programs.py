@@ -41,3 +41,10 @@ def random_array(rng, shape, dtype: str, kind: str = "any") -> np.ndarray:
     elif kind == "unit":
         a = np.tanh(a) * 0.9
     return a.astype(dt)
+
+
+def elementwise(op: str, t: str, arity: int = 1) -> str:
+    """``@main`` applying ``stablehlo.<op>`` to ``arity`` arguments of type ``t``."""
+    names = ", ".join(f"%a{i}" for i in range(arity))
+    args = ", ".join(f"%a{i}: {t}" for i in range(arity))
+    return f"func.func @main({args}) -> {t} {{\n  %r = stablehlo.{op} {names} : {t}\n  return %r : {t}\n}}"

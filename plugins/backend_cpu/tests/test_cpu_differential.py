@@ -10,7 +10,7 @@ import pytest
 
 import byteir_core
 from byteir_core.dtypes import to_numpy
-from programs import random_array, ty
+from programs import elementwise, random_array, ty
 
 rng = np.random.default_rng(1234)
 
@@ -72,7 +72,7 @@ UNARY_FLOAT = {
 @pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
 def test_unary_float(op, dtype):
     t = ty((3, 5), dtype)
-    text = f"func.func @main(%x: {t}) -> {t} {{\n  %r = stablehlo.{op} %x : {t}\n  return %r : {t}\n}}"
+    text = elementwise(op, t)
     check(text, [random((3, 5), dtype, UNARY_FLOAT[op])], [f"stablehlo.{op}"])
 
 
@@ -84,8 +84,7 @@ BINARY_FLOAT = {"add": "any", "subtract": "any", "multiply": "any", "divide": "n
 @pytest.mark.parametrize("op", sorted(BINARY_FLOAT))
 def test_binary_float(op, dtype):
     t = ty((4, 3), dtype)
-    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %r = stablehlo.{op} %x, %y : {t}\n"
-            f"  return %r : {t}\n}}")
+    text = elementwise(op, t, 2)
     x = random((4, 3), dtype, "positive" if op == "power" else "any")
     y = random((4, 3), dtype, BINARY_FLOAT[op])
     if op == "power":
@@ -101,8 +100,7 @@ BINARY_INT = {"add": "any", "subtract": "any", "multiply": "any", "maximum": "an
 @pytest.mark.parametrize("op", sorted(BINARY_INT))
 def test_binary_int(op, dtype):
     t = ty((2, 7), dtype)
-    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %r = stablehlo.{op} %x, %y : {t}\n"
-            f"  return %r : {t}\n}}")
+    text = elementwise(op, t, 2)
     check(text, [random((2, 7), dtype), random((2, 7), dtype, BINARY_INT[op])], [f"stablehlo.{op}"])
 
 
@@ -110,7 +108,7 @@ def test_binary_int(op, dtype):
 @pytest.mark.parametrize("dtype", ["i32", "i64"])
 def test_unary_int(op, dtype):
     t = ty((6,), dtype)
-    text = f"func.func @main(%x: {t}) -> {t} {{\n  %r = stablehlo.{op} %x : {t}\n  return %r : {t}\n}}"
+    text = elementwise(op, t)
     check(text, [random((6,), dtype)], [f"stablehlo.{op}"])
 
 

@@ -76,3 +76,21 @@ def check(text, inputs, expect_on_cuda, accumulate=False, pass_groups=None, tol=
     for g, w in zip(got, want):
         assert_close(np.asarray(g), np.asarray(w), accumulate, tol)
     return art
+
+
+def assemble(ptx: str, arch: int, path) -> bytes:
+    """Assemble ``ptx`` for ``arch`` (80, 90 -> sm_90a) with the ptxas Triton uses for that architecture (its
+    12.9 one reads PTX up to sm_80's, ``ptxas-blackwell`` the 9.4 ISA Triton writes for sm_90); returns the cubin
+    or fails with ptxas's message. ``path``: a scratch file stem."""
+    import subprocess
+    from pathlib import Path
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    src, out = Path(f"{path}.ptx"), Path(f"{path}.cubin")
+    src.write_text(ptx)
+    target = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+    r = subprocess.run([get_ptxas(arch).path, f"-arch={target}", str(src), "-o", str(out)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, f"ptxas {target}: {r.stderr.strip()[-2000:]}"
+    return out.read_bytes()

@@ -5,6 +5,7 @@ really went to the cuda backend (a silent fallback cannot pass); fusion tests al
 import numpy as np
 import pytest
 from cuda_check import check, programs_of, random, ty
+from programs import elementwise
 
 UNARY_FLOAT = {
     "abs": "any", "ceil": "any", "cosine": "any", "exponential": "any", "exponential_minus_one": "any",
@@ -18,7 +19,7 @@ UNARY_FLOAT = {
 @pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
 def test_unary_float(op, dtype):
     t = ty((3, 5), dtype)
-    text = f"func.func @main(%x: {t}) -> {t} {{\n  %r = stablehlo.{op} %x : {t}\n  return %r : {t}\n}}"
+    text = elementwise(op, t)
     x = random((3, 5), dtype, UNARY_FLOAT[op])
     if op.startswith("round"):  # exact ties both ways
         x.reshape(-1)[:4] = np.array([0.5, 1.5, -2.5, 2.5]).astype(x.dtype)
@@ -33,8 +34,7 @@ BINARY_FLOAT = {"add": "any", "subtract": "any", "multiply": "any", "divide": "n
 @pytest.mark.parametrize("op", sorted(BINARY_FLOAT))
 def test_binary_float(op, dtype):
     t = ty((4, 3), dtype)
-    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %r = stablehlo.{op} %x, %y : {t}\n"
-            f"  return %r : {t}\n}}")
+    text = elementwise(op, t, 2)
     x = random((4, 3), dtype)
     y = random((4, 3), dtype, BINARY_FLOAT[op])
     if op == "power":  # negative bases with integral exponents, positive bases with any
@@ -50,8 +50,7 @@ BINARY_INT = {"add": "any", "subtract": "any", "multiply": "any", "maximum": "an
 @pytest.mark.parametrize("op", sorted(BINARY_INT))
 def test_binary_int(op, dtype):
     t = ty((2, 7), dtype)
-    text = (f"func.func @main(%x: {t}, %y: {t}) -> {t} {{\n  %r = stablehlo.{op} %x, %y : {t}\n"
-            f"  return %r : {t}\n}}")
+    text = elementwise(op, t, 2)
     check(text, [random((2, 7), dtype), random((2, 7), dtype, BINARY_INT[op])], [f"stablehlo.{op}"])
 
 
@@ -59,7 +58,7 @@ def test_binary_int(op, dtype):
 @pytest.mark.parametrize("dtype", ["i32", "i64"])
 def test_unary_int(op, dtype):
     t = ty((6,), dtype)
-    text = f"func.func @main(%x: {t}) -> {t} {{\n  %r = stablehlo.{op} %x : {t}\n  return %r : {t}\n}}"
+    text = elementwise(op, t)
     check(text, [random((6,), dtype)], [f"stablehlo.{op}"])
 
 
