@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -35,6 +36,16 @@ def _shapes(text: str | None):
         except ValueError:
             raise ByteirError(f"--input-shape: {part!r} is not like 1x3x224x224") from None
     return out
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return n
 
 
 def cmd_compile(args) -> int:
@@ -125,15 +136,17 @@ def cmd_run(args) -> int:
         rng = np.random.default_rng(args.seed)
         inputs = [_random(rng, session.get_static_shape(o), session.get_data_type(o)) for o in offsets]
     t0 = time.perf_counter()
-    outs = session.run(*inputs)
-    dt = time.perf_counter() - t0
+    outs = session.run(*inputs)  # the first call: the outputs printed, and the warm-up
+    first = time.perf_counter() - t0
+    times = _time_runs(session, inputs, args.repeat)
     for i, (o, v) in enumerate(zip(session.get_output_arg_offsets(), outs)):
         arr = np.asarray(v)
         as64 = np.asarray(arr, dtype=np.float64)
         total, l2 = (float(as64.sum()), float(np.sqrt((as64 * as64).sum()))) if arr.size else (0.0, 0.0)
         console.print(f"output {i} {session.get_arg_name(o)}: {arr.dtype} {list(arr.shape)} "
                       f"sum={total:.6g} l2={l2:.6g}")
-    console.print(f"ran in {dt * 1e3:.3f} ms")
+    console.print(f"warm median {_ms(statistics.median(times))} over {len(times)} runs "
+                  f"(min {_ms(min(times))}; first call {_ms(first)})")
     if args.profile:
         _print_profile(console, session.profile(*inputs, repeat=args.profile), args.top)
     if args.output:
@@ -144,6 +157,26 @@ def cmd_run(args) -> int:
             raise ByteirError(f"cannot write --output {args.output}: {e}") from None
         console.print(f"wrote {args.output}")
     return 0
+
+
+def _time_runs(session, inputs, repeat: int | None) -> list[float]:
+    """Seconds of each warm run: ``repeat`` of them, or (None) at least 5 and 0.2 s, at most 1000 runs or 10 s."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        session.run(*inputs)
+        t1 = time.perf_counter()
+        times.append(t1 - t0)
+        if repeat is not None:
+            if len(times) >= repeat:
+                return times
+        elif len(times) >= 1000 or t1 - start >= 10 or (len(times) >= 5 and t1 - start >= 0.2):
+            return times
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3g} ms" if seconds < 1e-3 else f"{seconds * 1e3:.3f} ms"
 
 
 def _print_profile(console, rows: list[dict], top: int) -> None:
@@ -310,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sha256", help="refuse to run unless the file has this sha256")
     r.add_argument("--profile", type=int, nargs="?", const=10, default=0, metavar="N",
                    help="then time every step over N runs (default 10) and print the slowest")
+    r.add_argument("--repeat", type=_positive, metavar="N",
+                   help="after the first call (the warm-up, whose outputs are printed) time N more runs and print "
+                   "their median; default: at least 5 runs and 0.2 s, at most 1000 runs or 10 s")
     r.add_argument("--top", type=int, default=15, help="rows of the --profile table (default 15)")
     r.set_defaults(fn=cmd_run)
 
