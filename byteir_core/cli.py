@@ -188,19 +188,46 @@ def _print_profile(console, rows: list[dict], top: int) -> None:
         acc = by_backend.setdefault(r["backend"], [0, 0.0])
         acc[0] += 1
         acc[1] += r["median_us"]
-    console.print(f"profile: {len(rows)} steps, {total / 1e3:.3f} ms in steps (sum of per-step medians); "
-                  + ", ".join(f"{b} {n} steps {us / 1e3:.3f} ms ({100 * us / total:.0f}%)"
-                              for b, (n, us) in sorted(by_backend.items(), key=lambda kv: -kv[1][1])))
+    console.print(f"profile: {len(rows)} steps, {total / 1e3:.3f} ms in steps (sum of per-step medians)")
+    for b, (n, us) in sorted(by_backend.items(), key=lambda kv: -kv[1][1]):
+        console.print(f"  {b}: {n} steps, {us / 1e3:.3f} ms ({100 * us / total:.0f}%)")
+    # the numbers first and never squeezed; the long text columns last, cut to what the console has left
+    cells = [(str(r["step"]), r["backend"], f"{r['median_us']:.1f}", f"{100 * r['median_us'] / total:.1f}",
+              r["callee"], ",".join(o.replace("stablehlo.", "") for o in dict.fromkeys(r["ops"])),
+              " ".join("x".join(map(str, s)) or "scalar" for s in r["shapes"]))
+             for r in sorted(rows, key=lambda r: -r["median_us"])[:top]]
+    heads = ("step", "backend", "µs", "%", "callee", "ops", "shapes")
+    natural = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
+    for ncols in (7, 6, 5):  # drop shapes, then ops, rather than squeeze everything
+        free = console.width - (3 * ncols + 1) - sum(natural[:4])  # borders and padding: 3 a column, 1 more
+        if free >= 8 * (ncols - 4) or ncols == 5:
+            break
+    flex = _share(max(free, 3 * (ncols - 4)), natural[4:ncols])
     t = Table(title=f"slowest {min(top, len(rows))} steps")
-    for col in ("step", "backend", "callee", "µs", "%", "ops", "shapes"):
-        t.add_column(col, justify="right" if col in ("step", "µs", "%") else "left", no_wrap=True,
-                     overflow="ellipsis", max_width=40 if col in ("ops", "shapes") else None)
-    for r in sorted(rows, key=lambda r: -r["median_us"])[:top]:
-        ops = ",".join(o.replace("stablehlo.", "") for o in dict.fromkeys(r["ops"]))
-        t.add_row(str(r["step"]), r["backend"], r["callee"], f"{r['median_us']:.1f}",
-                  f"{100 * r['median_us'] / total:.1f}", ops,
-                  " ".join("x".join(map(str, s)) or "scalar" for s in r["shapes"]))
+    for i, h in enumerate(heads[:ncols]):
+        w = natural[i] if i < 4 else flex[i - 4]
+        t.add_column(h, justify="right" if h in ("step", "µs", "%") else "left", no_wrap=True,
+                     overflow="ellipsis", min_width=w if i < 4 else None, max_width=w)
+    for c in cells:
+        t.add_row(*c[:ncols])
     console.print(t)
+
+
+def _share(room: int, wants: list[int]) -> list[int]:
+    """Widths for columns wanting ``wants`` in ``room``: the narrow ones get all they want, the rest share."""
+    out = list(wants)
+    left = list(range(len(wants)))
+    while left:
+        fair = room // len(left)
+        narrow = [i for i in left if wants[i] <= fair]
+        if not narrow:
+            for k, i in enumerate(left):
+                out[i] = max(1, fair + (1 if k < room % len(left) else 0))
+            return out
+        for i in narrow:
+            room -= wants[i]
+            left.remove(i)
+    return out
 
 
 def _random(rng, shape, dtype):
