@@ -22,6 +22,7 @@ from .errors import (  # noqa: E402
     FrontendError,
     InputError,
     NoFrontendError,
+    OptionError,
     PassGroupError,
     PluginLoadError,
     ProviderError,
@@ -62,7 +63,7 @@ def __getattr__(name):
 
 __all__ = [
     "compile", "load", "Session", "Artifact", "hookimpl", "__version__",
-    "ByteirError", "ByreFormatError", "FrontendError", "NoFrontendError", "PassGroupError", "PluginLoadError",
+    "ByteirError", "ByreFormatError", "FrontendError", "NoFrontendError", "OptionError", "PassGroupError", "PluginLoadError",
     "ProviderError", "TargetError", "UnsupportedOpError", "InputError", "ArtifactIntegrityError",
     "ByteirTargetWarning",
 ]

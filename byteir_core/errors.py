@@ -34,6 +34,10 @@ class TargetError(ByteirError):
     """An unknown target or a backend problem while compiling for it."""
 
 
+class OptionError(ByteirError, ValueError):
+    """An option no installed part knows, or a value it does not take; the message lists the valid ones."""
+
+
 @dataclass
 class UnsupportedOp:
     """One kind of op that no backend of a target claims."""

@@ -29,6 +29,10 @@ class Frontend:
 
     name: str = ""
     description: str = ""
+    #: The ``options`` keys this frontend reads, each with a one-line description. ``compile`` refuses any
+    #: other key (``OptionError`` listing these), so a typo never passes silently. A frontend that lists
+    #: ``input_shapes`` receives ``--input-shape`` / ``input_shapes=`` there too, to specialize before lowering.
+    options: dict[str, str] = {}
 
     def accepts(self, model: Any) -> bool:
         """True when this frontend can read ``model``. Must be cheap and must not raise."""

@@ -72,6 +72,69 @@ def test_no_frontend_and_unknown_target_and_pass_group(tmp_path):
         byteir_core.compile(MLP, pass_groups=["does-not-exist"])
 
 
+def test_unknown_target_lists_targets_not_member_backends():
+    """Issue 14 finding 11: the unknown-target error listed the backends cpu_blas, cpu_host as targets."""
+    with pytest.raises(TargetError) as e:
+        byteir_core.compile(MLP, target="gpu")
+    msg = str(e.value)
+    assert "did you mean 'cuda'?" in msg
+    targets = msg.split("; targets: ")[1].split(" (")[0].split(", ")
+    assert "cpu" in targets and "reference" in targets and "cuda" in targets
+    assert "cpu_blas" not in targets and "cpu_host" not in targets  # they are backends serving cpu
+    assert "a single backend may also be named: cpu_blas, cpu_host" in msg
+
+
+def test_unknown_options_are_errors_listing_the_valid_ones():
+    """Issue 14 finding 3: options={"dynamic_shape": 1} was accepted silently."""
+    with pytest.raises(byteir_core.OptionError, match=r"unknown option\(s\) 'dynamic_shape' for frontend "
+                       r"'stablehlo'; its options: none"):
+        byteir_core.compile(MLP, options={"dynamic_shape": 1})
+    assert issubclass(byteir_core.OptionError, ValueError)
+
+
+NAMED = """module attributes {byteir.structure = "{\\"outputs\\": {\\"dict\\": [[\\"probs\\", {\\"leaf\\": 1}], [\\"pair\\", {\\"tuple\\": [{\\"leaf\\": 0}, {\\"none\\": true}]}]]}}"} {
+  func.func @main(%x: tensor<4xf32> {byteir.name = "x"}, %y: tensor<4xf32> {byteir.name = "y"})
+      -> (tensor<4xf32> {byteir.name = "logits"}, tensor<4xf32> {byteir.name = "logits"}, tensor<4xf32>) {
+    %s = stablehlo.add %x, %y : tensor<4xf32>
+    %t = stablehlo.tanh %s : tensor<4xf32>
+    %u = stablehlo.multiply %s, %x : tensor<4xf32>
+    return %s, %t, %u : tensor<4xf32>, tensor<4xf32>, tensor<4xf32>
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("suffix", [".byre", ".byre.mlir"])
+def test_names_and_output_structure_from_the_frontend_reach_the_session(tmp_path, suffix):
+    """A frontend names @main's arguments/results (byteir.name) and describes what the model returns
+    (byteir.structure): the artifact keeps both, and the session returns the model's own structure."""
+    art = byteir_core.compile(NAMED, target="cpu", output=tmp_path / f"m{suffix}")
+    s = byteir_core.load(tmp_path / f"m{suffix}")
+    assert [s.get_arg_name(o) for o in s.get_input_arg_offsets()] == ["x", "y"]
+    # duplicates made unique; an unnamed result keeps its position's name
+    assert [s.get_arg_name(o) for o in s.get_output_arg_offsets()] == ["logits", "logits_1", "output2"]
+    x, y = np.arange(4, dtype=np.float32), np.ones(4, np.float32)
+    out = s(x, y)
+    assert list(out) == ["probs", "pair"] and out["pair"][1] is None
+    np.testing.assert_allclose(out["probs"], np.tanh(x + y), rtol=1e-6)
+    np.testing.assert_allclose(out["pair"][0], x + y)
+    by_name = s(y=y, x=x)
+    np.testing.assert_allclose(by_name["probs"], out["probs"])
+    assert len(s.run(x, y)) == 3  # run() stays flat: every output, the unreferenced one too
+    with pytest.raises(byteir_core.InputError, match=r"unknown input name\(s\) \['z'\]; the artifact's inputs "
+                       r"are \['x', 'y'\]"):
+        s(x, z=y)
+    with pytest.raises(byteir_core.InputError, match="missing input"):
+        s(x=x)
+    assert art.module.structure["outputs"]["dict"][0][0] == "probs"
+
+
+def test_a_structure_that_does_not_fit_is_refused():
+    bad = NAMED.replace('{\\"leaf\\": 1}', '{\\"leaf\\": 7}')
+    with pytest.raises(FrontendError, match="byteir.structure does not fit @main: .*leaf 7"):
+        byteir_core.compile(bad, target="reference")
+
+
 def test_portable_artifact_and_bytecode_inputs():
     x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
     ref = byteir_core.load(byteir_core.compile(MLP).to_bytes())(x)

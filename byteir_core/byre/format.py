@@ -77,6 +77,9 @@ class ByreModule:
     manifest: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     version: str = BYRE_VERSION
+    #: How the flat outputs map back onto what the model returned (tuple, dict, dataclass, ...): see
+    #: :mod:`byteir_core.runtime.structure`. Empty: one output comes back as itself, several as a tuple.
+    structure: dict[str, Any] = field(default_factory=dict)
 
     def payload_digest(self) -> str:
         """sha256 over every kernel and weight payload, stored in the file to detect silent corruption."""
@@ -161,17 +164,31 @@ def attr_to_py(a) -> Any:
 # Writing
 
 
+#: Report fields that measure this compile (wall times) rather than describe the artifact: kept on the in-memory
+#: artifact, never written, so the same input, target, options and versions give byte-identical files.
+TIMING_FIELDS = ("stage_seconds", "compile_s")
+
+
+def persistent_report(report: dict) -> dict:
+    out = {k: v for k, v in report.items() if k not in TIMING_FIELDS}
+    if "clusters" in out:
+        out["clusters"] = [{k: v for k, v in c.items() if k not in TIMING_FIELDS} for c in out["clusters"]]
+    return out
+
+
 def to_mlir_text(bm: ByreModule) -> str:
     """The module's text without payloads (kernels and weights get their data attached afterwards)."""
     lines = []
     top_attrs = {
         "byre.version": bm.version,
         "byre.manifest": bm.manifest,
-        "byre.report": json.dumps(bm.report, sort_keys=True),
+        "byre.report": json.dumps(persistent_report(bm.report), sort_keys=True),
         "byre.arena_bytes": bm.arena_bytes,
         "byre.arenas": bm.all_arenas(),
         "byre.payload_sha256": bm.payload_digest(),
     }
+    if bm.structure:
+        top_attrs["byre.structure"] = json.dumps(bm.structure, sort_keys=True)
     attr_text = ", ".join(f"{k} = {_attr(v)}" for k, v in top_attrs.items())
     lines.append(f"module attributes {{{attr_text}}} {{")
     for name, ke in bm.kernels.items():

@@ -72,6 +72,12 @@ def _from_module(module, where: str) -> ByreModule:
         report = json.loads(get("byre.report", "{}"))
     except json.JSONDecodeError as e:
         raise ByreFormatError(where, f"byre.report is not JSON: {e}") from None
+    try:
+        structure = json.loads(get("byre.structure", "{}"))
+    except json.JSONDecodeError as e:
+        raise ByreFormatError(where, f"byre.structure is not JSON: {e}") from None
+    if not isinstance(structure, dict):
+        raise ByreFormatError(where, "byre.structure is not a JSON object")
     kernels: dict[str, KernelEntry] = {}
     weights: dict[str, bytes] = {}
     entry = None
@@ -101,11 +107,15 @@ def _from_module(module, where: str) -> ByreModule:
     arena_bytes = int(get("byre.arena_bytes", 0))
     bm = ByreModule(args=[], buffers=[], steps=[], kernels=kernels, weights=weights, arena_bytes=arena_bytes,
                     arenas=_arenas(get("byre.arenas"), arena_bytes, where), manifest=manifest, report=report,
-                    version=str(version))
+                    version=str(version), structure=structure)
     digest = get("byre.payload_sha256")
     if digest is not None and digest != bm.payload_digest():
         raise ByreFormatError(where, "corrupted payload: kernel/weight bytes do not match byre.payload_sha256")
     _read_entry(entry, bm, where)
+    if "outputs" in structure:
+        from ..runtime.structure import validate
+
+        validate(structure["outputs"], len(bm.outputs()), where)
     return bm
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import time
 import warnings
 from collections import Counter
@@ -16,15 +17,15 @@ import numpy as np
 from ..byre import Artifact
 from ..byre.format import HOST, READ, WRITE, Arg, Buffer, ByreModule, KernelEntry, Step
 from ..dtypes import TensorSpec
-from ..errors import (ByteirTargetWarning, FrontendError, NoFrontendError, PassGroupError, TargetError,
-                      UnsupportedOpError)
+from ..errors import (ByteirTargetWarning, FrontendError, NoFrontendError, OptionError, PassGroupError,
+                      TargetError, UnsupportedOpError)
 from ..interfaces import Cluster
 from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, run_pipeline
 from ..plugins import Registry, get_registry
 from .memplan import plan_memory
 from .outline import outline, used_values
-from .partition import (fallback_chain, form_clusters, location_of, missing_distribution, ops_per_backend,
-                        partition_by_capability, target_device)
+from .partition import (check_target, fallback_chain, form_clusters, location_of, missing_distribution,
+                        ops_per_backend, partition_by_capability, target_device)
 
 #: Constants bigger than this (and not splats) become weights: arguments of the entry function whose values
 #: travel in the artifact, instead of being copied into every cluster that uses them.
@@ -153,14 +154,49 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
             frontend: str | None = None, pass_groups: Sequence[str] | None = None,
             output: str | Path | None = None, dump_dir: str | Path | None = None,
             input_shapes: Sequence[Sequence[int]] | None = None, options: dict | None = None,
-            progress: Callable[[str], None] | None = None) -> Artifact:
-    """Compile ``model`` for ``target`` into a ByRE :class:`~byteir_core.byre.Artifact` (saved to ``output``)."""
+            progress: bool | Callable[[str], None] | None = None) -> Artifact:
+    """Compile ``model`` for ``target`` into a ByRE :class:`~byteir_core.byre.Artifact` (saved to ``output``).
+
+    model           a path (``.mlir``, ``.mlirbc``, ``.pt2``, ...), bytes, an ``ir.Module``, or an object a
+                    frontend takes (an ``nn.Module`` with ``example_inputs``, an ``ExportedProgram``, ...)
+    example_inputs  the inputs to trace with, for frontends that trace (torch)
+    target          ``cpu`` (default), ``cuda``, ``reference``, or any target a plugin adds
+                    (``byteir list-plugins``); an unknown one is a :class:`TargetError` listing the valid ones
+    frontend        force a frontend by name (default: the first installed one that accepts ``model``)
+    pass_groups     the ``hlo`` pass groups to run (default: every default group)
+    output          where to save (``.byre`` bytecode, ``.byre.mlir`` text); written atomically
+    dump_dir        write the IR after every stage here
+    input_shapes    static shapes for @main's dynamic arguments, e.g. ``[[1, 3, 224, 224]]``
+    options         frontend options (the torch frontend's: ``train``, ``fx_passes``, ...); an unknown key is
+                    an :class:`OptionError` listing the frontend's options
+    progress        None: a progress line on stderr when it is a terminal and the compile takes over a second
+                    (``BYTEIR_PROGRESS=0`` turns it off); False: none; a callable: called with each stage's name
+
+    The artifact is reproducible: the same input, target, options and versions give the same bytes. Its creation
+    time is recorded only when ``SOURCE_DATE_EPOCH`` is set (and is then that time).
+    """
     registry = get_registry()
     options = dict(options or {})
+    check_target(target, registry)
+    fe = choose_frontend(model, frontend, registry)
+    unknown = sorted(set(options) - set(fe.options))
+    if unknown:
+        known = "; ".join(f"{k}: {d}" for k, d in fe.options.items()) or "none"
+        raise OptionError(f"unknown option(s) {', '.join(map(repr, unknown))} for frontend {fe.name!r}; its "
+                          f"options: {known}")
+    from ..progress import progress_for
+
+    with progress_for(progress, "compiling") as report:
+        return _compile(model, example_inputs, registry, fe, target, pass_groups, output, dump_dir, input_shapes,
+                        options, report)
+
+
+def _compile(model, example_inputs, registry, fe, target, pass_groups, output, dump_dir, input_shapes, options,
+             progress) -> Artifact:
     stages = _Stages(str(dump_dir) if dump_dir else None, progress)
     ctx = new_context()
-
-    fe = choose_frontend(model, frontend, registry)
+    if input_shapes and "input_shapes" in fe.options:  # a frontend that can specialize before lowering
+        options = {**options, "input_shapes": [list(s) for s in input_shapes]}
     module = stages.run(f"frontend:{fe.name}", fe.to_stablehlo, model, example_inputs, options, ctx)
     if not isinstance(module, ir.Module) or module.context is not ctx:
         raise FrontendError(f"frontend {fe.name!r} must return an ir.Module built in the context it was given")
@@ -168,6 +204,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     stages.dump(f"frontend-{fe.name}", lambda: str(module))
     if input_shapes:
         stages.run("refine-arguments", refine_arguments, module, input_shapes)
+    structure = _structure(module, n_results(module))
 
     groups = select_pass_groups(registry, pass_groups)
     for g in groups:
@@ -207,8 +244,10 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
         "frontend": fe.name,
         "pipeline": [g.name for g in groups],
         "options_hash": opts_hash,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        bm.manifest["created"] = _source_date(os.environ["SOURCE_DATE_EPOCH"])
+    bm.structure = structure
     bm.report = {**part_report, "stage_seconds": stages.times, "arena_bytes": bm.arena_bytes, "arenas": bm.arenas}
     _warn_if_target_missing(target, registry, bm.report)
     art = Artifact(bm)
@@ -220,6 +259,14 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
     return art
 
 
+def _source_date(value: str) -> str:
+    try:
+        when = datetime.datetime.fromtimestamp(int(value.strip()), datetime.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise OptionError(f"SOURCE_DATE_EPOCH={value!r} is not a Unix time in seconds") from None
+    return when.isoformat(timespec="seconds")
+
+
 def _warn_if_target_missing(target: str, registry: Registry, report: dict) -> None:
     """A well-known target that is not installed compiles for the host: say so where the user looks."""
     dist = missing_distribution(target, registry)
@@ -229,7 +276,11 @@ def _warn_if_target_missing(target: str, registry: Registry, report: dict) -> No
                     for b, ops in report["ops_per_backend"].items())
     warnings.warn(ByteirTargetWarning(
         f"target {target!r} is not installed (pip install {dist}): this artifact runs its ops on "
-        f"{ran or 'no backend'} instead"), stacklevel=4)  # the line that called byteir_core.compile
+        f"{ran or 'no backend'} instead"), stacklevel=5)  # the line that called byteir_core.compile
+
+
+def n_results(module) -> int:
+    return len(ir.FunctionType(ir.TypeAttr(entry_function(module).attributes["function_type"]).value).results)
 
 
 def dynamic_arguments(module) -> list[str]:
@@ -317,17 +368,12 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
             bm.steps.append(Step("copy", [buf, copied[(buf, device)]]))
         return copied[(buf, device)]
 
-    arg_attrs = main.attributes["arg_attrs"] if "arg_attrs" in main.attributes else None
-    for i, a in enumerate(block.arguments):
-        name = f"input{i}"
-        if arg_attrs is not None:
-            d = ir.DictAttr(arg_attrs[i])
-            for key in ("byteir.name", "byre.argname"):
-                if key in d:
-                    name = ir.StringAttr(d[key]).value
-        buf_of[a] = add_arg(name, "input", TensorSpec.from_type(a.type))
     results = list(ret.operands)
-    out_buf = [add_arg(f"output{j}", "output", TensorSpec.from_type(v.type)) for j, v in enumerate(results)]
+    in_names = _names(main, "arg_attrs", "input", len(block.arguments))
+    out_names = _names(main, "res_attrs", "output", len(results), taken=set(in_names))
+    for a, name in zip(block.arguments, in_names):
+        buf_of[a] = add_arg(name, "input", TensorSpec.from_type(a.type))
+    out_buf = [add_arg(name, "output", TensorSpec.from_type(v.type)) for name, v in zip(out_names, results)]
     for k, op in enumerate(weights_ops):
         wname = f"w{k}"
         v = op.results[0]
@@ -445,6 +491,49 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         **_device_report(bm),
     }
     return bm, report
+
+
+def _names(main, attr: str, prefix: str, n: int, taken: set | None = None) -> list[str]:
+    """The names a frontend gave @main's arguments or results (``byteir.name``), else ``input{i}`` /
+    ``output{i}``; made unique (a repeated name gets ``_1``, ``_2``, ...)."""
+    attrs = main.attributes[attr] if attr in main.attributes else None
+    taken = set(taken or ())
+    out = []
+    for i in range(n):
+        name = f"{prefix}{i}"
+        if attrs is not None:
+            d = ir.DictAttr(attrs[i])
+            for key in ("byteir.name", "byre.argname"):
+                if key in d:
+                    name = ir.StringAttr(d[key]).value or name
+        base, k = name, 0
+        while name in taken or (name.startswith("w") and name[1:].isdigit()):  # w{k} names the weights
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _structure(module, n_outputs: int) -> dict:
+    """The frontend's ``byteir.structure`` (the model's output tree), checked against the results."""
+    if "byteir.structure" not in module.operation.attributes:
+        return {}
+    from ..runtime.structure import validate
+
+    text = ir.StringAttr(module.operation.attributes["byteir.structure"]).value
+    try:
+        structure = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FrontendError(f"the frontend's byteir.structure is not JSON: {e}") from None
+    if "outputs" in structure:
+        from ..errors import ByreFormatError
+
+        try:
+            validate(structure["outputs"], n_outputs, "<frontend>")
+        except ByreFormatError as e:
+            raise FrontendError(f"the frontend's byteir.structure does not fit @main: {e.problem}") from None
+    return structure
 
 
 def _device_report(bm: ByreModule) -> dict:

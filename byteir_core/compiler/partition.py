@@ -20,11 +20,35 @@ WELL_KNOWN_TARGETS = {"cpu": "byteir-backend-cpu", "cuda": "byteir-backend-cuda"
 REFERENCE = "reference"
 
 
+def target_names(registry: Registry) -> list[str]:
+    """What a user names as a target: every backend that is not a member of another target (``cpu_blas`` and
+    ``cpu_host`` serve ``cpu``), every target a backend serves, and the well-known ones (which fall back to the
+    host with a warning when not installed)."""
+    names = {t for b in registry.backends.values() for t in getattr(b, "targets", ())}
+    names |= {b.name for b in registry.backends.values() if not getattr(b, "targets", ())}
+    return sorted(names | set(WELL_KNOWN_TARGETS))
+
+
+def check_target(target, registry: Registry) -> None:
+    """Raise :class:`TargetError` for a target nothing serves, listing the valid ones (and the close match)."""
+    served = _targets(registry)
+    if isinstance(target, str) and (target in served or target in WELL_KNOWN_TARGETS):
+        return
+    import difflib
+
+    names = target_names(registry)
+    members = sorted(set(served) - set(names))
+    guess = {"gpu": "cuda", "nvidia": "cuda", "host": "cpu", "x86": "cpu", "x86_64": "cpu"}.get(
+        str(target).lower()) or next(iter(difflib.get_close_matches(str(target), names, n=1)), None)
+    raise TargetError(f"unknown target {target!r}" + (f" (did you mean {guess!r}?)" if guess else "")
+                      + f"; targets: {', '.join(names)}"
+                      + (f" (a single backend may also be named: {', '.join(members)})" if members else ""))
+
+
 def fallback_chain(target: str, registry: Registry) -> tuple[list[str], list[str]]:
     """(chain of target names ending in ``reference``, notes for the report)."""
+    check_target(target, registry)
     served = _targets(registry)
-    if target not in served and target not in WELL_KNOWN_TARGETS:
-        raise TargetError(f"unknown target {target!r}; installed targets: {', '.join(sorted(served))}")
     notes = []
     chain: list[str] = []
     queue = [target]

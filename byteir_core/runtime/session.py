@@ -355,10 +355,35 @@ class Session:
                          "median_us": statistics.median(ts) * 1e6})
         return rows
 
-    def __call__(self, *inputs):
-        """Run once; one output comes back as itself, several as a tuple."""
+    def __call__(self, *inputs, **named):
+        """Run once and return what the model returns: its own structure (tensor, tuple, dict, dataclass) when
+        the frontend recorded it, else one output as itself and several as a tuple. Inputs may be given by
+        name (the artifact's input names, ``byteir inspect`` lists them)."""
+        if named:
+            inputs = self._by_name(inputs, named)
         outs = self.run(*inputs)
+        tree = self._require().structure.get("outputs")
+        if tree is not None:
+            from .structure import rebuild
+
+            return rebuild(tree, outs)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _by_name(self, inputs: tuple, named: dict) -> tuple:
+        bm = self._require()
+        names = [bm.args[i].name for i in bm.inputs()]
+        unknown = [k for k in named if k not in names]
+        if unknown:
+            raise InputError(f"unknown input name(s) {unknown}; the artifact's inputs are {names}")
+        given = dict(zip(names, inputs))
+        twice = [k for k in named if k in given]
+        if twice:
+            raise InputError(f"input(s) {twice} given both by position and by name")
+        given.update(named)
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise InputError(f"missing input(s) {missing}; the artifact's inputs are {names}")
+        return tuple(given[n] for n in names)
 
 
 class RequestContext:

@@ -16,6 +16,12 @@ class TorchFrontend(Frontend):
     name = "torch"
     description = ("PyTorch: nn.Module (+ example inputs), torch.export ExportedProgram or a saved .pt2, via "
                    "torch.export -> FX passes -> torch-mlir's FX importer")
+    options = {
+        "example_kwargs": "keyword inputs to trace with (a dict of tensors)",
+        "dynamic_shapes": "torch.export's dynamic_shapes (which input dims stay symbolic)",
+        "strict_export": "torch.export in strict mode (default False)",
+        "fx_passes": "the FX passes to run (default: rewrite-attention, simplify-views, fold-constants)",
+    }
 
     def accepts(self, model) -> bool:
         if isinstance(model, (str, os.PathLike)):
