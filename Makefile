@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# torch first, pinned: a looser requirement would pull a multi-GB CUDA build (see DEVELOPERS notes).
+# torch first, pinned: a looser requirement would pull a multi-GB CUDA build (README, "Set-up: two commands").
 $(STAMP): pyproject.toml $(addsuffix pyproject.toml,$(PLUGINS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0

@@ -1,7 +1,7 @@
 """A progress line for long work: shown on stderr when it is a terminal and the work takes over a second.
 
 ``BYTEIR_PROGRESS=0`` turns it off everywhere; ``BYTEIR_PROGRESS=1`` shows it even when stderr is not a terminal
-(rich then prints plain lines). Used by ``byteir_core.compile`` and by ``torch.compile``'s graph compiles.
+(then as one plain line per stage). Used by ``byteir_core.compile`` and by ``torch.compile``'s graph compiles.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class _Delayed:
         self.t0 = time.perf_counter()
         self._lock = threading.Lock()
         self._status = None
+        self._shown = False
         self._closed = False
         self._timer = threading.Timer(delay, self._show)
         self._timer.daemon = True
@@ -52,14 +53,21 @@ class _Delayed:
         with self._lock:
             if self._closed:
                 return
-            self._status = Console(stderr=True, highlight=False).status(self._text())
-            self._status.start()
+            self._console = Console(stderr=True, highlight=False, soft_wrap=True)
+            if self._console.is_terminal:
+                self._status = self._console.status(self._text())
+                self._status.start()
+            else:  # forced on where there is no terminal (a CI log): one plain line per stage
+                self._console.print(self._text(), markup=False)
+            self._shown = True
 
     def update(self, stage: str) -> None:
         with self._lock:
             self.stage = stage
             if self._status is not None:
                 self._status.update(self._text())
+            elif self._shown:
+                self._console.print(self._text(), markup=False)
 
     def close(self) -> None:
         self._timer.cancel()

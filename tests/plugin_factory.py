@@ -21,12 +21,13 @@ def install_plugin(site: Path, module: str, source: str, entry: str, dist: str |
     (info / "entry_points.txt").write_text(f"[byteir]\n{entry} = {module}\n")
 
 
-def run_python(site: Path, script: str, **env_extra) -> subprocess.CompletedProcess:
+def run_python(site: Path, script: str, timeout: float = 180, **env_extra) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), **env_extra}
     for var in ("BYTEIR_PLUGINS", "BYTEIR_DISABLE_PLUGINS"):
         if var not in env_extra:
             env.pop(var, None)
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def list_plugins(site: Path, **env_extra) -> dict:

@@ -480,3 +480,18 @@ def test_nchw_convolutions_become_channels_last_and_their_transposes_cancel():
     s, r_out = byteir_core.load(art.to_bytes())(x)
     np.testing.assert_allclose(r_out, r, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(s, conv(p, w2).sum(axis=(2, 3)), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("env, shown", [("1", True), ("0", False), ("", False)])
+def test_long_compiles_show_progress_on_a_terminal_only(tmp_path, env, shown):
+    """Issue 14 finding 6: long compiles showed nothing. A compile over DELAY_S shows a progress line on stderr
+    when it is a terminal (here forced with BYTEIR_PROGRESS=1; a pipe and BYTEIR_PROGRESS=0 show nothing)."""
+    import subprocess
+    import sys
+
+    script = ("import byteir_core, byteir_core.progress as p\np.DELAY_S = 0.0\n"
+              f"byteir_core.compile({MLP!r}, target='cpu')\nprint('done')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "BYTEIR_PROGRESS": env})
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+    assert ("compiling" in r.stderr) == shown, r.stderr

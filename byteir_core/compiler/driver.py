@@ -155,26 +155,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
             output: str | Path | None = None, dump_dir: str | Path | None = None,
             input_shapes: Sequence[Sequence[int]] | None = None, options: dict | None = None,
             progress: bool | Callable[[str], None] | None = None) -> Artifact:
-    """Compile ``model`` for ``target`` into a ByRE :class:`~byteir_core.byre.Artifact` (saved to ``output``).
-
-    model           a path (``.mlir``, ``.mlirbc``, ``.pt2``, ...), bytes, an ``ir.Module``, or an object a
-                    frontend takes (an ``nn.Module`` with ``example_inputs``, an ``ExportedProgram``, ...)
-    example_inputs  the inputs to trace with, for frontends that trace (torch)
-    target          ``cpu`` (default), ``cuda``, ``reference``, or any target a plugin adds
-                    (``byteir list-plugins``); an unknown one is a :class:`TargetError` listing the valid ones
-    frontend        force a frontend by name (default: the first installed one that accepts ``model``)
-    pass_groups     the ``hlo`` pass groups to run (default: every default group)
-    output          where to save (``.byre`` bytecode, ``.byre.mlir`` text); written atomically
-    dump_dir        write the IR after every stage here
-    input_shapes    static shapes for @main's dynamic arguments, e.g. ``[[1, 3, 224, 224]]``
-    options         frontend options (the torch frontend's: ``train``, ``fx_passes``, ...); an unknown key is
-                    an :class:`OptionError` listing the frontend's options
-    progress        None: a progress line on stderr when it is a terminal and the compile takes over a second
-                    (``BYTEIR_PROGRESS=0`` turns it off); False: none; a callable: called with each stage's name
-
-    The artifact is reproducible: the same input, target, options and versions give the same bytes. Its creation
-    time is recorded only when ``SOURCE_DATE_EPOCH`` is set (and is then that time).
-    """
+    """Compile ``model`` into a ByRE artifact: the public :func:`byteir_core.compile` documents every argument."""
     registry = get_registry()
     options = dict(options or {})
     check_target(target, registry)
@@ -186,7 +167,7 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
                           f"options: {known}")
     from ..progress import progress_for
 
-    with progress_for(progress, "compiling") as report:
+    with progress_for(progress, "byteir: compiling") as report:
         return _compile(model, example_inputs, registry, fe, target, pass_groups, output, dump_dir, input_shapes,
                         options, report)
 
