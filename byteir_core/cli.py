@@ -60,10 +60,17 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     with console.status("compiling") as status, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ByteirTargetWarning)
-        art = byteir_core.compile(
-            args.model, target=args.target, frontend=args.frontend, output=out, dump_dir=args.dump_dir,
-            pass_groups=args.pass_groups.split(",") if args.pass_groups else None,
-            input_shapes=_shapes(args.input_shape), progress=lambda s: status.update(f"compiling: {s}"))
+        try:
+            art = byteir_core.compile(
+                args.model, target=args.target, frontend=args.frontend, output=out, dump_dir=args.dump_dir,
+                pass_groups=args.pass_groups.split(",") if args.pass_groups else None,
+                input_shapes=_shapes(args.input_shape), progress=lambda s: status.update(f"compiling: {s}"))
+        except OSError as e:  # the model is read by the frontend (a FrontendError): this is a file written
+            if args.dump_dir and _touches(e, Path(args.dump_dir)):
+                raise _write_error("--dump-dir", args.dump_dir, e) from None
+            if _touches(e, out):
+                raise _write_error("-o", out, e) from None
+            raise
     dt = time.perf_counter() - t0
     console.print(f"wrote {out} ({out.stat().st_size} bytes) in {dt:.2f} s, target {args.target}")
     for w in caught:  # ours where the user looks, after the line they read; anything else as Python shows it
@@ -76,6 +83,25 @@ def cmd_compile(args) -> int:
     if args.verbose:
         _print_report(console, art.report)
     return 0
+
+
+def _write_error(option: str, path, e: OSError) -> ByteirError:
+    """``cannot write -o x.byre: Permission denied`` (and the path the system named, where it is another)."""
+    reason = e.strerror or str(e)
+    if e.filename is not None and Path(os.path.abspath(e.filename)) in Path(os.path.abspath(path)).parents:
+        if isinstance(e, FileExistsError) and not os.path.isdir(e.filename):
+            reason = f"{e.filename} is a file, not a directory"
+        else:
+            reason += f" ({e.filename})"
+    return ByteirError(f"cannot write {option} {path}: {reason}")
+
+
+def _touches(e: OSError, path: Path) -> bool:
+    """Whether ``e`` is about ``path``, a directory on the way to it, or a file beside it (a temporary)."""
+    if e.filename is None:
+        return False
+    where, target = Path(os.path.abspath(e.filename)), Path(os.path.abspath(path))
+    return where == target or where in target.parents or where.parent == target.parent or target in where.parents
 
 
 def _print_report(console, report: dict) -> None:
@@ -154,7 +180,7 @@ def cmd_run(args) -> int:
             np.savez(args.output, **{session.get_arg_name(o): np.asarray(v)
                                      for o, v in zip(session.get_output_arg_offsets(), outs)})
         except OSError as e:
-            raise ByteirError(f"cannot write --output {args.output}: {e}") from None
+            raise _write_error("--output", args.output, e) from None
         console.print(f"wrote {args.output}")
     return 0
 
@@ -252,14 +278,17 @@ def cmd_inspect(args) -> int:
     summary["sha256"] = art.sha256()
     if args.extract:
         d = Path(args.extract)
-        d.mkdir(parents=True, exist_ok=True)
         ext = {"ptx": ".ptx", "cubin": ".cubin", "elf-shared-object": ".so", "stablehlo-portable": ".vhlo.mlirbc",
                "npz-operands": ".npz"}
         written = []
-        for k in art.module.kernels.values():
-            p = d / f"{k.name}{ext.get(k.kernel.format, '.' + k.kernel.format.replace('/', '_') + '.bin')}"
-            p.write_bytes(k.kernel.data)
-            written.append(str(p))
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            for k in art.module.kernels.values():
+                p = d / f"{k.name}{ext.get(k.kernel.format, '.' + k.kernel.format.replace('/', '_') + '.bin')}"
+                p.write_bytes(k.kernel.data)
+                written.append(str(p))
+        except OSError as e:
+            raise _write_error("--extract", d, e) from None
         summary["extracted"] = written
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -292,7 +321,10 @@ def cmd_opt(args) -> int:
     groups = args.pass_groups.split(",") if args.pass_groups else None
     text = optimize(args.input, groups, frontend=args.frontend, input_shapes=_shapes(args.input_shape))
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as e:
+            raise _write_error("-o", args.output, e) from None
     else:
         sys.stdout.write(text)
     return 0
