@@ -31,10 +31,15 @@ def _read(model) -> tuple[bytes | str, str]:
         if data.startswith(BYTECODE_MAGIC):
             return data, str(path)
         try:
-            return data.decode("utf-8"), str(path)
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise FrontendError(f"{path}: neither MLIR bytecode (magic {BYTECODE_MAGIC!r}) nor UTF-8 "
                                 f"MLIR text") from None
+        if not data.strip():
+            raise FrontendError(f"{path} is empty ({len(data)} bytes): no MLIR module in it")
+        if all(not ln.strip() or ln.lstrip().startswith("//") for ln in text.splitlines()):
+            raise FrontendError(f"{path} is empty: only whitespace and // comments, no MLIR module in it")
+        return text, str(path)
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model), "<bytes>"
     return str(model), "<string>"
