@@ -60,6 +60,8 @@ def test_same_input_gives_byte_identical_artifacts(tmp_path, monkeypatch):
         assert art.report["stage_seconds"]  # timings stay on the in-memory artifact
     assert a.read_bytes() == b.read_bytes()
     assert "stage_seconds" not in read_artifact(a).report
+    for target in ("reference", "asic_stub"):
+        assert byteir_core.compile(MLP, target=target).to_bytes() == byteir_core.compile(MLP, target=target).to_bytes()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     c = byteir_core.compile(MLP, target="cpu", output=tmp_path / "c.byre")
     d = byteir_core.compile(MLP, target="cpu", output=tmp_path / "d.byre")

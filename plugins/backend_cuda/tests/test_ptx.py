@@ -123,3 +123,14 @@ def test_extract_writes_each_kernels_source_ptx_cubin_and_the_launches(monkeypat
     assert cubins and all(p.read_bytes()[:4] == b"\x7fELF" for p in cubins)
     (launches,) = [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".launches.json")]
     assert json.loads(launches.read_text())["launches"][0]["kind"] == "triton"
+
+
+def test_cuda_artifacts_are_byte_identical_across_compiles(monkeypatch):
+    """Issue 14 finding 4, for the cuda target: kernels compiled to cubins for a named arch, twice, give the same
+    file (no times, temp paths or build ids in the carried binaries)."""
+    import byteir_core
+    from programs import MLP
+
+    monkeypatch.setenv("BYTEIR_CUDA_ARCHS", "sm_90")
+    a, b = (byteir_core.compile(MLP, target="cuda").to_bytes() for _ in range(2))
+    assert a == b
