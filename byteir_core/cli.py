@@ -152,12 +152,14 @@ def cmd_run(args) -> int:
         with npz:
             keys = list(npz.keys())
             names = [session.get_arg_name(o) for o in offsets]
+            positional = [f"arr_{i}" for i in range(len(names))]
             if all(n in npz for n in names):
                 inputs = [npz[n] for n in names]
-            elif len(keys) == len(offsets):
-                inputs = [npz[k] for k in keys]  # positional, in the file's order
+            elif sorted(keys) == sorted(positional):  # np.savez(f, x, y): by position, arr_0 first
+                inputs = [npz[k] for k in positional]
             else:
-                raise ByteirError(f"{args.inputs} holds {keys}; the artifact wants inputs {names}")
+                raise ByteirError(f"{args.inputs} holds {keys}; the artifact's inputs are {names} (save the "
+                                  f"arrays under those names, or positionally: np.savez(f, *arrays))")
     else:
         rng = np.random.default_rng(args.seed)
         inputs = [_random(rng, session.get_static_shape(o), session.get_data_type(o)) for o in offsets]
@@ -396,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a .byre artifact (random inputs unless --inputs)")
     r.add_argument("artifact")
-    r.add_argument("--inputs", help=".npz with one array per input (by name, or in order)")
+    r.add_argument("--inputs", metavar="NPZ", help=".npz with one array per input, under the input's name "
+                   "(input0, ... as `byteir inspect` lists them) or saved positionally (np.savez(f, x, y): arr_0, ...)")
     r.add_argument("--output", help="write the outputs to this .npz")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--sha256", help="refuse to run unless the file has this sha256")
