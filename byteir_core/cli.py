@@ -373,66 +373,133 @@ def cmd_cache(args) -> int:
     return 0
 
 
+def _installed_targets() -> str:
+    from .compiler.partition import WELL_KNOWN_TARGETS, _targets
+    from .plugins import get_registry
+
+    reg = get_registry()
+    served = _targets(reg)
+    # what a user names: a backend's targets, and a backend that serves no other (cpu_blas is a member of cpu)
+    names = {t for b in reg.backends.values() for t in getattr(b, "targets", ())}
+    names |= {b.name for b in reg.backends.values() if not getattr(b, "targets", ())}
+    text = "targets installed here: " + ", ".join(sorted(names & set(served)))
+    missing = sorted(t for t in WELL_KNOWN_TARGETS if t not in served)
+    if missing:
+        text += "; also " + ", ".join(f"{t} (not installed: pip install {WELL_KNOWN_TARGETS[t]}; until then its ops "
+                                      f"run on the host)" for t in missing)
+    members = sorted(set(served) - names)
+    return text + (f"; a single backend may also be named: {', '.join(members)}" if members else "")
+
+
+def _installed_frontends() -> str:
+    from .plugins import get_registry
+
+    return "frontends installed here: " + ", ".join(get_registry().frontends)
+
+
+def _installed_pass_groups() -> str:
+    from .plugins import get_registry
+
+    groups = sorted((g for g in get_registry().pass_groups.values() if g.stage == "hlo"), key=lambda g: g.order)
+    text = "hlo pass groups installed here, in the order they run: " + ", ".join(g.name for g in groups)
+    others = [g.name for g in groups if not g.default]
+    return text + (f" (run only when named: {', '.join(others)})" if others else "")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Fills ``{targets}``, ``{frontends}`` and ``{pass_groups}`` from the plugin registry, loaded only when such a
+    help is printed (``byteir --version`` and the other commands stay fast); never splits a name at a hyphen."""
+
+    INSTALLED = {"{targets}": _installed_targets, "{frontends}": _installed_frontends,
+                 "{pass_groups}": _installed_pass_groups}
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        for token, fill in self.INSTALLED.items():
+            if text and token in text:
+                text = text.replace(token, fill())
+        return text
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(self._whitespace_matcher.sub(" ", text).strip(), width, break_on_hyphens=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    ap = argparse.ArgumentParser(prog="byteir", description="byteir model compiler: StableHLO in, ByRE out")
+    fmt = {"formatter_class": _HelpFormatter}
+    ap = argparse.ArgumentParser(prog="byteir", description="byteir model compiler: StableHLO in, ByRE out", **fmt)
     ap.add_argument("--version", action="version", version=f"byteir-core {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND", help="one of:")
 
-    c = sub.add_parser("compile", help="compile a model into a .byre artifact")
-    c.add_argument("model")
-    c.add_argument("-o", "--output", help="output path (.byre bytecode, or .byre.mlir text)")
-    c.add_argument("--target", default="cpu")
-    c.add_argument("--frontend")
-    c.add_argument("--pass-groups", help="comma-separated hlo pass groups (default: all default groups)")
-    c.add_argument("--input-shape", help="static input shapes, e.g. 1x3x224x224,4x16")
-    c.add_argument("--dump-dir", help="write the IR after every stage here")
+    model = ("the model: StableHLO as .mlir text, MLIR bytecode (.mlirbc) or a portable artifact (.stablehlo, "
+             ".vhlo), or what an installed frontend reads (a saved torch.export .pt2 for torch)")
+    frontend = "read the model with this frontend; {frontends} (default: the first that accepts the model's file)"
+    groups = ("comma-separated hlo pass groups to run, e.g. legalize,fold-constants; {pass_groups} (default: every "
+              "default group)")
+    shapes = ("static shapes for the inputs, comma-separated, dims joined by x, 'scalar' for rank 0: e.g. "
+              "1x3x224x224,4x16 (needed for programs with dynamic dims)")
+
+    c = sub.add_parser("compile", help="compile a model into a .byre artifact", **fmt)
+    c.add_argument("model", help=model)
+    c.add_argument("-o", "--output", metavar="PATH", help="output path: .byre for bytecode, .byre.mlir for text "
+                   "(default: the model's name with .byre, in the current directory); missing folders are made")
+    c.add_argument("--target", default="cpu", metavar="NAME",
+                   help="where the ops run (default %(default)s; an op none of its backends can run falls back "
+                   "to reference); {targets}")
+    c.add_argument("--frontend", metavar="NAME", help=frontend)
+    c.add_argument("--pass-groups", metavar="A,B", help=groups)
+    c.add_argument("--input-shape", metavar="SHAPES", help=shapes)
+    c.add_argument("--dump-dir", metavar="DIR", help="write the IR after every stage to DIR (made if missing)")
     c.add_argument("--cpu", help="CPU the native kernels are compiled for (target cpu): an LLVM CPU name such as "
-                   "x86-64-v3 (AVX2), x86-64-v4 (AVX-512), znver4, skylake-avx512; default: this machine's "
-                   "(env BYTEIR_CPU)")
+                   "x86-64-v3 (AVX2), x86-64-v4 (AVX-512), znver4, skylake-avx512, or native; default: this "
+                   "machine's (env BYTEIR_CPU)")
     c.add_argument("--gpu-arch", help="GPU architectures the cuda kernels are compiled for (target cuda), e.g. "
                    "sm_80,sm_90; default: this machine's GPU, else sm_80 and sm_90 (env BYTEIR_CUDA_ARCHS)")
-    c.add_argument("-v", "--verbose", action="store_true", help="print the compile report")
+    c.add_argument("-v", "--verbose", action="store_true",
+                   help="print the compile report: fallback chain, ops per backend, devices, copies, stage times")
     c.set_defaults(fn=cmd_compile)
 
-    r = sub.add_parser("run", help="run a .byre artifact (random inputs unless --inputs)")
-    r.add_argument("artifact")
+    r = sub.add_parser("run", help="run a .byre artifact (random inputs unless --inputs)", **fmt)
+    r.add_argument("artifact", help="a .byre or .byre.mlir artifact, as `byteir compile` writes it")
     r.add_argument("--inputs", metavar="NPZ", help=".npz with one array per input, under the input's name "
                    "(input0, ... as `byteir inspect` lists them) or saved positionally (np.savez(f, x, y): arr_0, ...)")
-    r.add_argument("--output", help="write the outputs to this .npz")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--sha256", help="refuse to run unless the file has this sha256")
+    r.add_argument("--output", metavar="NPZ", help="write the outputs to this .npz, under the output names")
+    r.add_argument("--seed", type=int, default=0,
+                   help="seed of the random inputs, when --inputs is not given (default %(default)s)")
+    r.add_argument("--sha256", metavar="HEX", help="refuse to run unless the file has this sha256 (64 hex digits)")
     r.add_argument("--profile", type=int, nargs="?", const=10, default=0, metavar="N",
                    help="then time every step over N runs (default 10) and print the slowest")
     r.add_argument("--repeat", type=_positive, metavar="N",
                    help="after the first call (the warm-up, whose outputs are printed) time N more runs and print "
                    "their median; default: at least 5 runs and 0.2 s, at most 1000 runs or 10 s")
-    r.add_argument("--top", type=int, default=15, help="rows of the --profile table (default 15)")
+    r.add_argument("--top", type=int, default=15, metavar="N", help="rows of the --profile table (default 15)")
     r.set_defaults(fn=cmd_run)
 
-    i = sub.add_parser("inspect", help="print the textual ByRE and a summary")
-    i.add_argument("artifact")
-    i.add_argument("--json", action="store_true")
+    i = sub.add_parser("inspect", help="print the textual ByRE and a summary", **fmt)
+    i.add_argument("artifact", help="a .byre or .byre.mlir artifact")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON instead (no textual ByRE)")
     i.add_argument("--summary-only", action="store_true", help="skip the textual ByRE")
-    i.add_argument("--extract", metavar="DIR", help="write every carried kernel binary to DIR")
+    i.add_argument("--extract", metavar="DIR", help="write every carried kernel binary to DIR (made if missing)")
     i.set_defaults(fn=cmd_inspect)
 
-    o = sub.add_parser("opt", help="print the StableHLO after the given pass groups")
-    o.add_argument("input")
-    o.add_argument("--pass-groups")
-    o.add_argument("--frontend")
-    o.add_argument("--input-shape")
-    o.add_argument("-o", "--output")
+    o = sub.add_parser("opt", help="print the StableHLO after the given pass groups", **fmt)
+    o.add_argument("input", help=model)
+    o.add_argument("--pass-groups", metavar="A,B", help=groups)
+    o.add_argument("--frontend", metavar="NAME", help=frontend)
+    o.add_argument("--input-shape", metavar="SHAPES", help=shapes)
+    o.add_argument("-o", "--output", metavar="PATH", help="write the StableHLO text here instead of to stdout")
     o.set_defaults(fn=cmd_opt)
 
-    lp = sub.add_parser("list-plugins", help="installed plugins and their status")
-    lp.add_argument("--json", action="store_true")
+    lp = sub.add_parser("list-plugins", help="installed plugins and their status", **fmt)
+    lp.add_argument("--json", action="store_true", help="print the rows as JSON")
     lp.set_defaults(fn=cmd_list_plugins)
 
-    ca = sub.add_parser("cache", help="list or clear the compile cache (BYTEIR_CACHE_DIR)")
-    ca.add_argument("action", choices=("ls", "clear"))
-    ca.add_argument("--json", action="store_true")
+    ca = sub.add_parser("cache", help="list or clear the compile cache (BYTEIR_CACHE_DIR)", **fmt)
+    ca.add_argument("action", choices=("ls", "clear"), help="ls: list the cached artifacts; clear: remove them all")
+    ca.add_argument("--json", action="store_true", help="with ls: print the entries as JSON")
     ca.set_defaults(fn=cmd_cache)
     return ap
 
