@@ -147,8 +147,14 @@ def cmd_run(args) -> int:
     if args.inputs:
         try:
             npz = np.load(args.inputs)
-        except (OSError, ValueError, zipfile.BadZipFile) as e:
-            raise ByteirError(f"cannot read --inputs {args.inputs}: {e}") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            if "pickle" in why:  # numpy's word for any file that is neither .npz nor .npy
+                why = "not an .npz file"
+            raise ByteirError(f"cannot read --inputs {args.inputs}: {why}") from None
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # one .npy array
+            raise ByteirError(f"cannot read --inputs {args.inputs}: a single .npy array, not an .npz; save the "
+                              f"inputs with np.savez(f, input0=...)")
         with npz:
             keys = list(npz.keys())
             names = [session.get_arg_name(o) for o in offsets]

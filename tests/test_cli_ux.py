@@ -189,3 +189,11 @@ def test_version_and_top_level_help_do_not_load_the_plugins():
             "ap = build_parser(); ap.format_help(); print(plugins._registry is None)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "True", (r.stdout, r.stderr)
+
+
+def test_inputs_that_are_not_an_npz_are_one_line(mlp_byre, tmp_path):
+    (tmp_path / "empty.npz").write_bytes(b"")
+    np.save(tmp_path / "one.npy", np.zeros((4, 16), np.float32))
+    (tmp_path / "text.npz").write_text("input0 = 1\n")
+    for name in ("empty.npz", "one.npy", "text.npz"):
+        assert_one_line_error(byteir("run", mlp_byre, "--inputs", tmp_path / name), f"--inputs {tmp_path / name}")
