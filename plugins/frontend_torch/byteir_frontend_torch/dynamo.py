@@ -14,6 +14,12 @@ Options (``torch.compile(..., options={...})``):
 ``dump_dir``   write IR after every stage of every compile here
 ``cache``      use the on-disk compile cache (default True; ``BYTEIR_CACHE_DIR`` moves it)
 ``verbose``    print each compile's report
+``progress``   a progress line per graph compile ("byteir: compiling forward graph (123 ops)") on stderr
+               after a second: default when stderr is a terminal (``BYTEIR_PROGRESS=0/1`` overrides); True
+               always, False never
+
+An unknown option or target is an error (listing the valid ones) raised out of ``torch.compile``'s first call,
+before anything runs: a typo never leaves the model running in eager.
 """
 
 from __future__ import annotations
@@ -41,7 +47,17 @@ from .exporting import FxGraph, decomposition_table
 #: report (ops per backend, notes). For tests and for users asking "what ran where".
 compile_log: list[dict] = []
 
-OPTION_NAMES = {"target", "strict", "fallback", "dump_dir", "cache", "verbose"}
+#: Each option with a one-line description (listed when an unknown one is given).
+OPTIONS = {
+    "target": "byteir target (default: cuda for CUDA tensors, else cpu)",
+    "strict": "raise instead of running unsupported pieces in eager (default False)",
+    "fallback": "'eager' (default) or 'none' (= strict)",
+    "dump_dir": "write IR after every stage of every compile here",
+    "cache": "use the on-disk compile cache (default True)",
+    "verbose": "print each compile's report",
+    "progress": "a progress line per graph compile (default: when stderr is a terminal; True/False)",
+}
+OPTION_NAMES = set(OPTIONS)
 
 
 class ByteirCompileError(RuntimeError):
@@ -64,15 +80,31 @@ class Options:
     dump_dir: str | None = None
     cache: bool = True
     verbose: bool = False
+    progress: bool | None = None  # None: when stderr is a terminal
 
     @classmethod
     def parse(cls, options: dict | None) -> "Options":
+        """The options, checked: an unknown key, fallback or target is an ``OptionError`` / ``TargetError``
+        naming the valid ones (raised to the caller of ``torch.compile``'s first call, never sent to eager)."""
+        import difflib
+
+        from byteir_core.compiler.partition import check_target
+        from byteir_core.errors import OptionError
+        from byteir_core.plugins import get_registry
+
         options = dict(options or {})
-        unknown = set(options) - OPTION_NAMES
+        unknown = sorted(set(options) - OPTION_NAMES)
         if unknown:
-            raise ValueError(f"unknown byteir option(s) {sorted(unknown)}; known: {', '.join(sorted(OPTION_NAMES))}")
+            guesses = [g for k in unknown for g in difflib.get_close_matches(k, OPTIONS, n=1)]
+            hint = f" (did you mean {', '.join(map(repr, guesses))}?)" if guesses else ""
+            known = "; ".join(f"{k}: {d}" for k, d in OPTIONS.items())
+            raise OptionError(f"unknown byteir option(s) {', '.join(map(repr, unknown))}{hint}; options: {known}")
         if options.get("fallback", "eager") not in ("eager", "none"):
-            raise ValueError(f"byteir option fallback={options['fallback']!r}: use 'eager' or 'none'")
+            raise OptionError(f"byteir option fallback={options['fallback']!r}: use 'eager' or 'none'")
+        if options.get("progress") not in (None, True, False):
+            raise OptionError(f"byteir option progress={options['progress']!r}: use True or False")
+        if options.get("target") is not None:
+            check_target(options["target"], get_registry())
         o = cls(**options)
         if o.fallback == "none":
             o = cls(**{**options, "strict": True})
@@ -330,8 +362,9 @@ def _graph_key(gm: GraphModule, args, opts: Options, kind: str) -> str:
 
 def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     import byteir_core
+    from byteir_core import progress
     from byteir_core.cache import CompileCache
-    from byteir_core.errors import ByteirError, UnsupportedOpError
+    from byteir_core.errors import ByteirError, OptionError, UnsupportedOpError
 
     from .importer import TorchLoweringError
 
@@ -348,9 +381,13 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     art = cache.get(key) if cache else None
     cached = art is not None
     if art is None:
+        n_ops = sum(1 for n in g.graph.nodes if n.op == "call_function")
         try:
-            art = byteir_core.compile(FxGraph(g), list(args), target=opts.target, frontend="torch",
-                                      dump_dir=opts.dump_dir)
+            with progress.progress_for(opts.progress, f"byteir: compiling {kind} graph ({n_ops} ops)") as report:
+                art = byteir_core.compile(FxGraph(g), list(args), target=opts.target, frontend="torch",
+                                          dump_dir=opts.dump_dir, progress=report if report else False)
+        except OptionError:
+            raise  # the user's mistake, not an op to run in eager (targets are checked in Options.parse)
         except TorchLoweringError as e:
             from .importer import probe_ops
 

@@ -13,6 +13,14 @@ BYTEIR_PLUGIN_API = "1.0"
 
 
 class TorchFrontend(Frontend):
+    """nn.Module / ExportedProgram / ``.pt2`` -> StableHLO (:mod:`byteir_frontend_torch.exporting`).
+
+    A module in training mode is compiled in eval mode (running statistics, no dropout) with a warning naming
+    it, and its mode is restored; ``options={"train": True}`` compiles training behaviour, whose buffer updates
+    are extra outputs named ``update:<buffer>`` (``Session.run``), never part of the model's result. The result
+    keeps the model's structure (tensor, tuple, dict, dataclass/ModelOutput) and names (forward's parameters,
+    dict keys)."""
+
     name = "torch"
     description = ("PyTorch: nn.Module (+ example inputs), torch.export ExportedProgram or a saved .pt2, via "
                    "torch.export -> FX passes -> torch-mlir's FX importer")
@@ -21,6 +29,11 @@ class TorchFrontend(Frontend):
         "dynamic_shapes": "torch.export's dynamic_shapes (which input dims stay symbolic)",
         "strict_export": "torch.export in strict mode (default False)",
         "fx_passes": "the FX passes to run (default: rewrite-attention, simplify-views, fold-constants)",
+        "train": "compile a module's training behaviour (BatchNorm batch statistics); its buffer updates become "
+                 "extra outputs named 'update:<buffer>'. Default False: a module in training mode is compiled "
+                 "in eval mode, with a warning",
+        "input_shapes": "static shapes for the program's tensor inputs (--input-shape): a program with dynamic "
+                        "dimensions is specialized to them before lowering",
     }
 
     def accepts(self, model) -> bool:

@@ -24,10 +24,12 @@ def _compile_and_compare(module, args, dtype=torch.float32):
     module.eval()
     art = byteir_core.compile(module, args, target="cpu")
     session = byteir_core.load(art.to_bytes())      # through the serialized artifact
-    got = session(*args)
-    got = list(got) if isinstance(got, (list, tuple)) else [got]
+    result = session(*args)
     with torch.no_grad():
-        expected = _leaves(module(*args))
+        eager = module(*args)
+    got, expected = _leaves(result), _leaves(eager)
+    # the model's own structure comes back (MultiOut: a dict and a tensor in a tuple)
+    assert torch.utils._pytree.tree_structure(result) == torch.utils._pytree.tree_structure(eager)
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert isinstance(g, torch.Tensor), "torch in, torch out"
