@@ -305,7 +305,8 @@ def cmd_inspect(args) -> int:
         console.print(art.text(), markup=False)
     m = summary["manifest"]
     console.print(f"ByRE {summary['byre_version']}  sha256 {summary['sha256']}")
-    console.print(f"made by byteir-core {m.get('byteir_core')} for target {m.get('target')} at {m.get('created')}"
+    when = f" at {m['created']}" if m.get("created") else ""  # recorded only with SOURCE_DATE_EPOCH
+    console.print(f"made by byteir-core {m.get('byteir_core')} for target {m.get('target')}{when}"
                   f" (frontend {m.get('frontend')}, pipeline {','.join(m.get('pipeline', []))})")
     console.print(f"plugins: {', '.join(f'{k} ({v})' for k, v in m.get('plugins', {}).items())}")
     for kind in ("inputs", "outputs"):
@@ -380,20 +381,18 @@ def cmd_cache(args) -> int:
 
 
 def _installed_targets() -> str:
-    from .compiler.partition import WELL_KNOWN_TARGETS, _targets
+    from .compiler.partition import WELL_KNOWN_TARGETS, _targets, target_names
     from .plugins import get_registry
 
     reg = get_registry()
     served = _targets(reg)
-    # what a user names: a backend's targets, and a backend that serves no other (cpu_blas is a member of cpu)
-    names = {t for b in reg.backends.values() for t in getattr(b, "targets", ())}
-    names |= {b.name for b in reg.backends.values() if not getattr(b, "targets", ())}
-    text = "targets installed here: " + ", ".join(sorted(names & set(served)))
-    missing = sorted(t for t in WELL_KNOWN_TARGETS if t not in served)
+    names = target_names(reg)  # what a user names: cpu_blas is a backend serving cpu, not a target
+    text = "targets installed here: " + ", ".join(t for t in names if t in served)
+    missing = [t for t in names if t not in served]  # the well-known ones whose plugin is not installed
     if missing:
         text += "; also " + ", ".join(f"{t} (not installed: pip install {WELL_KNOWN_TARGETS[t]}; until then its ops "
                                       f"run on the host)" for t in missing)
-    members = sorted(set(served) - names)
+    members = sorted(set(served) - set(names))
     return text + (f"; a single backend may also be named: {', '.join(members)}" if members else "")
 
 
