@@ -124,6 +124,9 @@ def quiet_torch():
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)
+            # nn.LSTM/GRU's own weight list, which torch.export reports as if the user had assigned it
+            warnings.filterwarnings("ignore", category=UserWarning, message=r"The tensor attributes "
+                                    r"(self\.[\w.]*_flat_weights\[\d+\](, )?)+ were assigned during export")
             yield
     finally:
         for logger, level in saved:

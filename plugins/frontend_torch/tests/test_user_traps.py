@@ -337,12 +337,26 @@ def test_a_file_that_is_not_a_pt2_archive_is_one_error_line(tmp_path, content):
     assert len(lines) == 1 and lines[0].startswith("error:") and "fake.pt2" in lines[0], r.stderr
 
 
+def test_quieting_torch_is_scoped_to_our_calls(tmp_path):
+    import logging
+
+    fake = tmp_path / "fake.pt2"
+    fake.write_bytes(b"not a zip")
+    logger = logging.getLogger("torch.export")
+    level, filters = logger.level, list(warnings.filters)
+    with pytest.raises(FrontendError, match="fake.pt2: not a loadable torch.export program"):
+        byteir_core.compile(str(fake))
+    assert logger.level == level and warnings.filters == filters
+
+
 def test_a_whole_model_compile_prints_no_torch_warnings():
     code = textwrap.dedent("""
         import torch, byteir_core
         m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU()).eval()
         art = byteir_core.compile(m, (torch.randn(2, 4),))
         assert byteir_core.load(art)(torch.randn(2, 4)).shape == (2, 4)
+        lstm = torch.nn.LSTM(4, 4, batch_first=True).eval()  # torch.export warns about its own weight list
+        byteir_core.compile(lstm, (torch.randn(1, 3, 4),))
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
