@@ -9,6 +9,7 @@ wheels) cannot meet.
 from __future__ import annotations
 
 import io
+import re
 import threading
 from contextlib import contextmanager
 
@@ -67,10 +68,17 @@ def capture_diagnostics(ctx: ir.Context):
         h.detach()
 
 
+def location_text(loc) -> str:
+    """``loc("model.mlir":2:26)`` as a compiler prints it: ``model.mlir:2:26``."""
+    text = str(loc)
+    m = re.fullmatch(r'loc\("([^"]*)":(\d+):(\d+)\)', text)
+    return f"{m.group(1)}:{m.group(2)}:{m.group(3)}" if m else text
+
+
 def _format_diagnostic(d) -> str:
-    text = f"{d.location}: {d.message}"
+    text = f"{location_text(d.location)}: {d.message}"
     for note in d.notes:
-        text += f"\n  note: {note.location}: {note.message}"
+        text += f"\n  note: {location_text(note.location)}: {note.message}"
     return text
 
 

@@ -85,7 +85,7 @@ def test_errors_are_one_clean_message_and_leave_no_file(tmp_path):
     bad.write_text("func.func @main(%x: tensor<4xf32>) -> tensor<4xf32> {\n"
                    "  %y = stablehlo.custom_call @vendor_op(%x) : (tensor<4xf32>) -> tensor<4xf32>\n"
                    "  return %y : tensor<4xf32>\n}\n")
-    assert_clean_error(byteir("compile", bad, "-o", out), "stablehlo.custom_call x1", f"{bad}\":2:")
+    assert_clean_error(byteir("compile", bad, "-o", out), "stablehlo.custom_call x1", f"{bad}:2:")
     assert_clean_error(byteir("compile", MLP, "-o", out, "--target", "nope"), "unknown target 'nope'")
     assert not out.exists() and not list(tmp_path.glob(".o.byre*"))
     good = tmp_path / "g.byre"
@@ -314,7 +314,7 @@ def test_each_failed_compile_leaves_no_file(tmp_path):
                    "  %y = stablehlo.custom_call @vendor_op(%a) : (tensor<4xf32>) -> tensor<4xf32>\n"
                    "  return %y : tensor<4xf32>\n}\n")
     r = byteir("compile", bad, "-o", out)
-    assert_clean_error(r, "stablehlo.custom_call", f"{bad}\":3:")
+    assert_clean_error(r, "stablehlo.custom_call", f"{bad}:3:")
     assert r.stderr.count("error:") == 1 and "stablehlo.abs" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mlir"]
 

@@ -82,7 +82,10 @@ class StableHLOFrontend(Frontend):
                     return ir.Module.parseFile(where)
                 return ir.Module.parse(content)
             except ir.MLIRError as e:
-                msg = diagnostics_to_text(e).replace('"-"', where)
+                msg = "\n".join(where + line[1:] if line.startswith("-:") else line  # "-": text without a file
+                                for line in diagnostics_to_text(e).splitlines())
+                if msg.startswith(where) and "\n" not in msg:  # one diagnostic that names the file: as compilers do
+                    raise FrontendError(f"{msg} (not valid MLIR)") from None
                 raise FrontendError(f"{where}: not valid MLIR:\n{msg}") from None
 
 

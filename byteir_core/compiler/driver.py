@@ -75,8 +75,11 @@ def choose_frontend(model, frontend: str | None, registry: Registry):
         except Exception:  # noqa: BLE001 -- accepts() must not raise; a plugin that does is skipped
             continue
     what = str(model) if isinstance(model, (str, Path)) and len(str(model)) < 200 else type(model).__name__
+    broken = [f"{p.name} ({p.distribution}): {p.status_text()}" for p in registry.plugins
+              if p.status in ("failed", "incompatible")]
     raise NoFrontendError(f"no installed frontend accepts {what}; installed frontends: "
-                          f"{', '.join(registry.frontends)} (see `byteir list-plugins`)")
+                          f"{', '.join(registry.frontends)} (see `byteir list-plugins`)"
+                          + (f"; plugins that failed to load: {'; '.join(broken)}" if broken else ""))
 
 
 def entry_function(module) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from ..errors import TargetError, UnsupportedOp, UnsupportedOpError
+from ..errors import PluginLoadError, TargetError, UnsupportedOp, UnsupportedOpError
 from ..interfaces import Backend
 from ..plugins import Registry
 
@@ -32,6 +32,12 @@ def target_names(registry: Registry) -> list[str]:
 def check_target(target, registry: Registry) -> None:
     """Raise :class:`TargetError` for a target nothing serves, listing the valid ones (and the close match)."""
     served = _targets(registry)
+    if isinstance(target, str) and target not in served:
+        broken = next((p for p in registry.plugins if p.name == target and p.status in ("failed", "incompatible")),
+                      None)
+        if broken is not None:  # installed, but it did not load: say why instead of "not installed"
+            raise PluginLoadError(broken.name, f"{broken.status_text()}; it provides target {target!r} "
+                                  f"({broken.distribution} {broken.version}; `byteir list-plugins` shows every plugin)")
     if isinstance(target, str) and (target in served or target in WELL_KNOWN_TARGETS):
         return
     import difflib
@@ -94,7 +100,10 @@ def _targets(registry: Registry) -> dict[str, list[Backend]]:
 
 
 def location_of(op) -> str:
-    loc = str(op.location)
+    """``file:line:col`` for a file location; the location's own text (torch's source lines, names) otherwise."""
+    from ..mlir import location_text
+
+    loc = location_text(op.location)
     return loc[4:-1] if loc.startswith("loc(") and loc.endswith(")") else loc
 
 
