@@ -259,7 +259,8 @@ def prepare(prog: torch.export.ExportedProgram, options: dict) -> tuple[torch.ex
     if "rewrite-attention" in wanted:
         stats["rewrite-attention"] = fx_passes.rewrite_attention(prog.graph_module)
     try:
-        prog = prog.run_decompositions(decomposition_table())
+        with quiet_torch():  # (its deep copy of the output spec is what warns about LeafSpec)
+            prog = prog.run_decompositions(decomposition_table())
     except Exception as e:  # noqa: BLE001
         raise FrontendError(f"decomposing the exported program failed: {_first_line(e)}") from None
     gm = prog.graph_module
