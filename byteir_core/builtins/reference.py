@@ -4,6 +4,11 @@ It is the correctness oracle and the last link of every fallback chain, not a fa
 slower than compiled code). The interpreter aborts the whole process (LLVM ERROR) on an op it does not
 know, so this backend claims only ops on :data:`INTERPRETER_OPS` with static shapes, recursively through
 regions; deprecated ops are legalized by the ``legalize`` pass group before partitioning.
+
+Two things the interpreter gets wrong are worked around at compile time, in the kernel this backend writes:
+it reads unsigned start indices (gather, dynamic_slice, dynamic_update_slice, scatter) as signed, so a ``ui8``
+255 clamps to 0 instead of ``dim - size`` (:func:`_signed_start_indices` converts them to ``i64`` first), and it
+takes no bf16 or unsigned arguments from NumPy (they cross the kernel's boundary as signless bit patterns).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from ..errors import ProviderError
 from ..hookspecs import hookimpl
 from ..interfaces import Backend, Cluster, CompiledCluster, Kernel, Provider
 from ..interpreter import Interpreter
-from ..mlir import ir, stablehlo_api
+from ..mlir import clone_module, ir, stablehlo_api
 
 BYTEIR_PLUGIN_API = "1.0"
 
@@ -59,19 +64,81 @@ def interpreter_supports(op) -> bool:
     return True
 
 
-def _bf16_boundary_wrapper(cluster: Cluster) -> str:
-    """The cluster's text with bf16 arguments/results passed as i16 bit patterns.
+#: Ops whose start indices the interpreter clamps (or bounds-checks, scatter) as signed numbers, and which of their
+#: operands are start indices.
+_START_INDEX_OPERANDS = {
+    "stablehlo.dynamic_slice": lambda op: range(1, len(op.operands)),
+    "stablehlo.dynamic_update_slice": lambda op: range(2, len(op.operands)),
+    "stablehlo.gather": lambda op: (1,),
+    "stablehlo.scatter": lambda op: (len(op.operands) // 2,),  # N inputs, the indices, N updates
+}
 
-    NumPy cannot hand bf16 to (or take it from) MLIR attributes through the buffer protocol, so the kernel
-    takes and returns i16 and bitcasts at its boundary; the original ``@main`` becomes ``@__inner``.
+
+def _unsigned_index_uses(root) -> list:
+    """(op, operand position) of every unsigned start index under ``root`` (regions included)."""
+    found = []
+    for region in root.regions:
+        for block in region.blocks:
+            for op in block.operations:
+                op = op.operation
+                which = _START_INDEX_OPERANDS.get(op.name)
+                if which is not None:
+                    for k in which(op):
+                        t = op.operands[k].type
+                        if isinstance(t, ir.RankedTensorType) and str(t.element_type).startswith("ui"):
+                            found.append((op, k))
+                found.extend(_unsigned_index_uses(op))
+    return found
+
+
+def _signed_start_indices(module) -> bool:
+    """Rewrite every unsigned start index as an ``i64`` of the same value, in place; True when there was one.
+
+    The interpreter reads a ``uiN`` start index as the signed ``iN`` of the same bits, so 255 in ``ui8`` clamps
+    to 0 where the spec says ``dim - size``. ``convert`` to ``i64`` keeps the value of ``ui8``..``ui32``; a
+    ``ui64`` is first limited to ``2**63 - 1`` (unsigned ``minimum``), which clamps, and falls outside for
+    scatter, exactly as any larger value does."""
+    uses = _unsigned_index_uses(module.operation)
+    with module.context:
+        i64 = ir.IntegerType.get_signless(64)
+        for op, k in uses:
+            v = op.operands[k]
+            t = ir.RankedTensorType(v.type)
+            with op.location, ir.InsertionPoint(op):
+                if str(t.element_type) == "ui64":
+                    cap = ir.DenseElementsAttr.get_splat(t, ir.IntegerAttr.get(t.element_type, 2 ** 63 - 1))
+                    c = ir.Operation.create("stablehlo.constant", results=[t], attributes={"value": cap}).result
+                    v = ir.Operation.create("stablehlo.minimum", results=[t], operands=[v, c]).result
+                wide = ir.RankedTensorType.get(t.shape, i64)
+                op.operands[k] = ir.Operation.create("stablehlo.convert", results=[wide], operands=[v]).result
+    return bool(uses)
+
+
+def _boundary_type(spec: TensorSpec) -> str:
+    """The type an argument or result crosses the kernel boundary as: bf16 as i16 and ``uiN`` as ``iN`` bit
+    patterns (NumPy cannot hand bf16 to MLIR attributes, and the interpreter refuses unsigned ones)."""
+    if spec.dtype == "bf16":
+        return spec.tensor_type().replace("bf16", "i16")
+    if spec.dtype.startswith("ui"):
+        return spec.tensor_type().replace(spec.dtype, spec.dtype[1:])
+    return spec.tensor_type()
+
+
+def _needs_boundary(spec: TensorSpec) -> bool:
+    return _boundary_type(spec) != spec.tensor_type()
+
+
+def _boundary_wrapper(cluster: Cluster, module) -> str:
+    """The cluster's text (``module``) with bf16 and unsigned arguments/results passed as signless bit patterns.
+
+    The kernel takes and returns them as ``i16``/``iN`` and bitcasts at its boundary; the original ``@main``
+    becomes ``@__inner``.
     """
-    def boundary(spec: TensorSpec) -> str:
-        return spec.tensor_type().replace("bf16", "i16") if spec.dtype == "bf16" else spec.tensor_type()
-
+    boundary = _boundary_type
     ins, outs = cluster.inputs, cluster.outputs
     lines, call_args = [], []
     for i, s in enumerate(ins):
-        if s.dtype == "bf16":
+        if _needs_boundary(s):
             lines.append(f"%in{i} = stablehlo.bitcast_convert %arg{i} : ({boundary(s)}) -> {s.tensor_type()}")
             call_args.append(f"%in{i}")
         else:
@@ -81,7 +148,7 @@ def _bf16_boundary_wrapper(cluster: Cluster) -> str:
                  f" : ({', '.join(s.tensor_type() for s in ins)}) -> ({', '.join(s.tensor_type() for s in outs)})")
     rets = []
     for i, s in enumerate(outs):
-        if s.dtype == "bf16":
+        if _needs_boundary(s):
             lines.append(f"%out{i} = stablehlo.bitcast_convert {results[i]} : ({s.tensor_type()}) -> {boundary(s)}")
             rets.append(f"%out{i}")
         else:
@@ -90,7 +157,7 @@ def _bf16_boundary_wrapper(cluster: Cluster) -> str:
     args = ", ".join(f"%arg{i}: {boundary(s)}" for i, s in enumerate(ins))
     wrapper = (f"func.func @main({args}) -> ({', '.join(boundary(s) for s in outs)}) {{\n  "
                + "\n  ".join(lines) + "\n}\n")
-    inner = str(cluster.module).replace("func.func @main(", "func.func private @__inner(", 1).rstrip()
+    inner = str(module).replace("func.func @main(", "func.func private @__inner(", 1).rstrip()
     return inner[:-1] + wrapper + "}\n"  # both functions inside the one module
 
 
@@ -103,8 +170,14 @@ class ReferenceBackend(Backend):
         return 0 if interpreter_supports(op) else None
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
-        uses_bf16 = any(s.dtype == "bf16" for s in cluster.inputs + cluster.outputs)
-        text = _bf16_boundary_wrapper(cluster) if uses_bf16 else str(cluster.module)
+        module = cluster.module
+        if _unsigned_index_uses(module.operation):  # rewritten on a copy: the driver's cluster stays as it is
+            module = clone_module(module)
+            _signed_start_indices(module)
+        if any(_needs_boundary(s) for s in cluster.inputs + cluster.outputs):
+            text = _boundary_wrapper(cluster, module)
+        else:
+            text = str(module)
         blob = stablehlo_api.serialize_portable_artifact_str(text, stablehlo_api.get_current_version())
         return CompiledCluster(CALLEE, Kernel("stablehlo-portable", blob, "main"))
 
