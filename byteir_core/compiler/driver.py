@@ -205,9 +205,9 @@ def _compile(model, example_inputs, registry, fe, target, pass_groups, output, d
         if dynamic:  # say which argument and dimension make the shapes dynamic
             e.dynamic_arguments = dynamic
             e.args = (str(e) + "\n  dynamic dimensions in the entry function (the ops above need static "
-                      "shapes): " + "; ".join(dynamic) + "\n  give static shapes: static example inputs (no "
-                      "dynamic dims), or --input-shape / input_shapes=... where the program computes its "
-                      "shapes with StableHLO ops",)
+                      "shapes): " + "; ".join(dynamic) + "\n  give static shapes: static example inputs, or one "
+                      "shape per argument, e.g. --input-shape " + _shape_hint(module) + " with your sizes for "
+                      "the dynamic dims (input_shapes= in Python)",)
         raise
     if decomposed:
         part_report.setdefault("notes", []).append(
@@ -261,6 +261,16 @@ def _warn_if_target_missing(target: str, registry: Registry, report: dict) -> No
     warnings.warn(ByteirTargetWarning(
         f"target {target!r} is not installed (pip install {dist}): this artifact runs its ops on "
         f"{ran or 'no backend'} instead"), stacklevel=5)  # the line that called byteir_core.compile
+
+
+def _shape_hint(module) -> str:
+    """An --input-shape value of the right form for @main: its static dims, and 1 for each dynamic one."""
+    parts = []
+    for a in entry_function(module).regions[0].blocks[0].arguments:
+        t = a.type
+        if isinstance(t, ir.RankedTensorType):
+            parts.append("x".join("1" if t.is_dynamic_dim(d) else str(t.shape[d]) for d in range(t.rank)) or "scalar")
+    return ",".join(parts)
 
 
 def n_results(module) -> int:
