@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -286,6 +287,17 @@ def reducer_of_region(op):
         if dtype == "i1":
             identity = 0 if red == "tl.max" else 1
     return red, combine, identity
+
+
+def clamp_start(code: str, dtype: str, limit: int) -> str:
+    """A start index clamped into ``[0, limit]`` (``limit = dim - slice size``), as StableHLO's gather and
+    dynamic_slice say. Narrow index types are widened first: Triton refuses (or would wrap) a bound that does not
+    fit the index's own type, e.g. an i8 start into a dimension of 300."""
+    if re.fullmatch(r"-?\d+", code):  # an i32 constant's literal
+        return str(min(max(int(code), 0), limit))
+    if dtype in ("i8", "i16") or (dtype == "i32" and limit > 2 ** 31 - 1):
+        code = f"({code}).to({'tl.int64' if limit > 2 ** 31 - 1 else 'tl.int32'})"
+    return f"tl.minimum(tl.maximum({code}, 0), {limit})"
 
 
 def gather_plan(op):
@@ -679,7 +691,7 @@ class KernelEmitter:
             dims = []
             for k, d in enumerate(idx.dims):
                 start, sdeps = self.emit(op.operands[1 + k], Index((), ()))
-                start = f"tl.minimum(tl.maximum({start}, 0), {sshape[k] - sizes[k]})"
+                start = clamp_start(start, elem_type(op.operands[1 + k]), sshape[k] - sizes[k])
                 dims.append(Dim(f"({d.code} + {start})", d.deps | sdeps))
             return self.emit(src, Index(tuple(dims), sshape))
         src, indices = op.operands
@@ -698,7 +710,7 @@ class KernelEmitter:
             if ivd < len(ishape):
                 coords.insert(ivd, Dim.const(j))
             s, sdeps = self.emit(indices, Index(tuple(coords), ishape))
-            starts[od] = (f"tl.minimum(tl.maximum({s}, 0), {sshape[od] - sizes[od]})", sdeps)
+            starts[od] = (clamp_start(s, elem_type(indices), sshape[od] - sizes[od]), sdeps)
         dims = []
         offset_iter = iter(offset_dims)
         for k in range(len(sshape)):
