@@ -96,3 +96,23 @@ def test_cpu_clamps_in_openmp_kernels(monkeypatch, idx_type):
     lo, hi = np.iinfo(NP_INDEX[idx_type]).min, np.iinfo(NP_INDEX[idx_type]).max
     ids = np.array([lo, hi, -1, 99, 100, 0, 2 ** 20, -2 ** 20] * 8, dtype=NP_INDEX[idx_type])
     np.testing.assert_array_equal(session.run(table, ids)[0], gather_spec(table, ids, **dims))
+
+
+@pytest.mark.parametrize("idx_type,rows", [("i8", 300), ("i16", 40000)])
+def test_cpu_narrow_index_types_into_large_dims(idx_type, rows):
+    """An i8/i16 start into a dimension whose last valid start does not fit the index type (the cuda backend
+    once refused these): generated code clamps in the index type widened."""
+    from index_clamping import INT_BOUNDS, NP_INDEX, dynamic_slice_program, dynamic_slice_spec, gather_program, \
+        gather_spec
+
+    lo, hi = INT_BOUNDS[idx_type]
+    x = np.random.default_rng(15).standard_normal((rows, 2)).astype(np.float32)
+    dims = dict(offset_dims=[1], collapsed_slice_dims=[0], start_index_map=[0], index_vector_dim=1, slice_sizes=[1, 2])
+    ids = np.array([lo, hi, -1, 0, 1, hi - 1, 50, 99], dtype=NP_INDEX[idx_type])
+    gather = byteir_core.load(byteir_core.compile(gather_program((rows, 2), (8,), (8, 2), dims, idx_type),
+                                                  target="cpu"))
+    np.testing.assert_array_equal(gather.run(x, ids)[0], gather_spec(x, ids, **dims))
+    ds = byteir_core.load(byteir_core.compile(dynamic_slice_program((rows, 2), (3, 2), idx_type), target="cpu"))
+    for v in (lo, hi, -1, 0, 99):
+        starts = [np.array(v, NP_INDEX[idx_type]), np.array(hi, NP_INDEX[idx_type])]
+        np.testing.assert_array_equal(ds.run(x, *starts)[0], dynamic_slice_spec(x, [v, hi], (3, 2)))
