@@ -221,7 +221,18 @@ class CompiledGraph:
                 fn = self._by_signature.get(sig)
                 if fn is None:
                     fn = self._build(args)
+                    try:
+                        out = fn(*args)
+                    except Exception as e:  # noqa: BLE001 -- the first run of what byteir built failed
+                        if self.opts.strict or fn is self.gm:
+                            raise
+                        warnings.warn(_describe([(f"graph (running it: {_failure(e)})", "whole graph")],
+                                                strict=False, kind=self.kind), ByteirFallbackWarning,
+                                      stacklevel=2)
+                        fn = self.gm
+                        out = fn(*args)
                     self._by_signature[sig] = fn
+                    return out
         return fn(*args)
 
     def _build(self, args):
@@ -320,6 +331,9 @@ def _describe(ops, strict: bool, kind: str) -> str:
     listed = "\n".join(f"  - {name} at {where}" for name, where in ops)
     if strict:
         return f"byteir cannot compile these ops of the {kind} graph (strict=True):\n{listed}"
+    if all(where == "whole graph" for _, where in ops):
+        return (f"byteir failed on the {kind} graph, which runs in eager PyTorch instead (strict=True raises "
+                f"this; please report it if it is byteir's fault):\n" + "\n".join(f"  - {name}" for name, _ in ops))
     return (f"byteir: these ops of the {kind} graph run in eager PyTorch (no installed backend supports "
             f"them); the rest is compiled:\n{listed}")
 
@@ -364,7 +378,7 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     import byteir_core
     from byteir_core import progress
     from byteir_core.cache import CompileCache
-    from byteir_core.errors import ByteirError, OptionError, UnsupportedOpError
+    from byteir_core.errors import OptionError, UnsupportedOpError
 
     from .importer import TorchLoweringError
 
@@ -398,10 +412,10 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
             raise _Unsupported(ops, names) from None
         except UnsupportedOpError as e:
             raise _Unsupported([(u.name, ", ".join(u.locations[:3])) for u in e.ops], set()) from None
-        except ByteirError as e:
+        except Exception as e:  # noqa: BLE001 -- byteir (or a plugin) failing must not break the user's program
             if opts.strict:
                 raise
-            raise _Unsupported([(f"graph ({type(e).__name__}: {_brief(e)})", "whole graph")], set()) from None
+            raise _Unsupported([(f"graph ({_failure(e)})", "whole graph")], set()) from None
         if cache:
             try:
                 cache.put(key, art, label=f"torch.compile {kind} graph ({len(list(g.graph.nodes))} nodes)")
@@ -410,7 +424,12 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     compile_log.append({"kind": kind, "cached": cached, "key": key, "report": art.report})
     if opts.verbose:
         print(f"byteir: {kind} graph ({'from cache' if cached else 'compiled'}): {art.report['ops_per_backend']}")
-    session = byteir_core.load(art)
+    try:
+        session = byteir_core.load(art)
+    except Exception as e:  # noqa: BLE001 -- e.g. a provider that cannot load its kernels here
+        if opts.strict:
+            raise
+        raise _Unsupported([(f"graph (loading the artifact: {_failure(e)})", "whole graph")], set()) from None
 
     def run(*call_args):
         xs = [a.detach().contiguous() if isinstance(a, torch.Tensor) else a for a in call_args]
@@ -437,6 +456,20 @@ def _torch_pool_parked():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def _failure(e: Exception) -> str:
+    """An exception as the fallback warning quotes it: ours by class and message, anything else (a plugin's or
+    a library's bug) with the innermost frame it came from, so it can be reported."""
+    from byteir_core.errors import ByteirError
+
+    text = f"{type(e).__name__}: {_brief(e)}"
+    if isinstance(e, ByteirError):
+        return text
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    return text + (f" (raised at {frames[-1].filename}:{frames[-1].lineno})" if frames else "")
 
 
 def _brief(e: Exception, lines: int = 4) -> str:

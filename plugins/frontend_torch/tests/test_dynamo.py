@@ -209,3 +209,92 @@ def test_an_error_that_names_no_op_is_traced_to_the_op():
     with pytest.raises(dynamo.ByteirCompileError) as ei, torch.no_grad():
         compiled(torch.randn(3, 4))
     assert "aten.cumprod" in str(ei.value) and "test_dynamo.py" in str(ei.value)
+
+
+BOOM_PLUGIN = '''
+import os
+import numpy as np
+from byteir_core import hookimpl
+from byteir_core.interfaces import Backend, CompiledCluster, Provider
+
+MODE = os.environ["BOOM_MODE"]
+
+class Boom(Backend):
+    name, device, fallback = "boom", "cpu", ("cpu",)
+    def claims(self, op):
+        return 10 if op.name == "stablehlo.tanh" else None
+    def compile(self, cluster):
+        if MODE == "compile":
+            raise RuntimeError("vendor compiler crashed")
+        return CompiledCluster(callee="boom.tanh")
+
+class BoomProvider(Provider):
+    name, callees = "boom", ("boom.tanh",)
+    def load(self, callee, kernel, attrs):
+        if MODE == "load":
+            raise OSError("libboom.so: cannot open shared object file")
+        def run(inputs, outputs):
+            if MODE == "run":
+                raise ZeroDivisionError("the device fell over")
+            np.tanh(inputs[0], out=outputs[0])
+        return run
+
+@hookimpl
+def byteir_register_backends(register): register(Boom())
+
+@hookimpl
+def byteir_register_providers(register): register(BoomProvider())
+'''
+
+BOOM_SCRIPT = '''
+import sys, warnings, torch
+from byteir_frontend_torch import dynamo
+
+class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+    def forward(self, x):
+        return torch.tanh(self.lin(x)) * 2
+
+torch.manual_seed(0)
+m, x = M().eval(), torch.randn(3, 8)
+strict = sys.argv[1] == "strict"
+compiled = torch.compile(m, backend="byteir", options={"target": "boom", "strict": strict})
+with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+    warnings.simplefilter("always")
+    try:
+        got = compiled(x)
+    except Exception as e:
+        print("RAISED", type(e).__name__, str(e).splitlines()[-1][:300])
+        sys.exit(0)
+    again = compiled(x)
+ours = [str(w.message) for w in caught if issubclass(w.category, dynamo.ByteirFallbackWarning)]
+assert torch.allclose(got, m(x)) and torch.allclose(again, m(x))
+print("WARNINGS", len(ours), ours[0].replace(chr(10), " ") if ours else "")
+'''
+
+
+@pytest.mark.parametrize("mode, says", [("compile", "vendor compiler crashed"),
+                                        ("load", "libboom.so: cannot open shared object file"),
+                                        ("run", "ZeroDivisionError: the device fell over")])
+def test_a_plugin_that_raises_never_breaks_the_users_program(tmp_path, mode, says):
+    """Issue 13 item 7: whatever raises inside byteir (a backend's compile, a provider's load, a kernel's first
+    run) sends that graph to eager with one ByteirFallbackWarning quoting the failure; strict=True raises."""
+    import subprocess
+    import sys
+
+    from plugin_factory import install_plugin
+
+    install_plugin(tmp_path, "boom_plugin", BOOM_PLUGIN, "boom")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "BOOM_MODE": mode, "BYTEIR_CACHE_DIR": str(tmp_path / "c")}
+    r = subprocess.run([sys.executable, "-c", BOOM_SCRIPT, "lenient"], capture_output=True, text=True, timeout=600,
+                       env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("WARNINGS 1 byteir failed on the inference graph, which runs in eager PyTorch"), \
+        r.stdout + r.stderr[-2000:]
+    assert says in r.stdout
+    r = subprocess.run([sys.executable, "-c", BOOM_SCRIPT, "strict"], capture_output=True, text=True, timeout=600,
+                       env=env)
+    assert r.returncode == 0 and r.stdout.startswith("RAISED"), r.stdout + r.stderr[-2000:]
+    assert says.split(": ")[-1] in r.stdout
