@@ -23,6 +23,7 @@ from ..dtypes import copy_into
 from ..errors import InputError, ProviderError
 from ..interfaces import DeviceMemory, HostMemory, Provider
 from ..plugins import get_registry
+from . import debug
 
 HOST_MEMORY = HostMemory()
 
@@ -131,6 +132,7 @@ class Session:
         self._memories = memories
         self._device_memories = [memories[d] for d in bm.devices() if d != HOST]
         self._lean = not self._device_memories and all(kind in ("copy", "compute") for kind, _, _ in steps)
+        self._poison = debug.poison_enabled()  # BYTEIR_POISON: arenas filled with NaNs before each run
         self._arg_devices = arg_devices
         self._step_memories = [tuple({id(memories[bm.buffers[o].device]): memories[bm.buffers[o].device]
                                       for o in s.operands if bm.buffers[o].device != HOST}.values())
@@ -487,6 +489,8 @@ class RequestContext:
     def run(self) -> None:
         if not self._bound:
             raise RuntimeError("call finish_io_binding() before run()")
+        if self.session._poison:
+            debug.poison_request(self)
         if not self.session._lean:
             return self._run_on_devices()
         v = self._views
