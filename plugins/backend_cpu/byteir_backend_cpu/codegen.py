@@ -56,6 +56,31 @@ TO_LLVM = ("func.func(convert-linalg-to-loops),expand-strided-metadata,lower-aff
 TO_LLVM_OPENMP = ("func.func(convert-linalg-to-parallel-loops),convert-scf-to-openmp,expand-strided-metadata,"
                   "finalize-memref-to-llvm,lower-affine,convert-scf-to-cf,convert-to-llvm,reconcile-unrealized-casts")
 
+#: ``BYTEIR_CPU_CHECKS=1``: every memref access and view of a generated kernel is checked against its bounds
+#: (MLIR's runtime op verification, run on the loops before they become LLVM); a failed check writes the op, its
+#: location and the kernel to stderr and aborts. For hunting wrong results (byteir_core/runtime/debug.py).
+CHECKS_ENV = "BYTEIR_CPU_CHECKS"
+CHECKS = "generate-runtime-verification"
+
+
+def wants_checks() -> bool:
+    return os.environ.get(CHECKS_ENV, "") not in ("", "0")
+
+
+def _split_after_loops(pipeline: str) -> tuple[str, str]:
+    """(linalg to loops, the rest): the checks go between, where every index is a ``memref.load``/``store``."""
+    loops, rest = pipeline.split(",", 1)
+    assert loops.startswith("func.func(convert-linalg-to-"), pipeline
+    return loops, rest
+
+
+def _name_kernel_in_checks(m, name: str) -> None:
+    for op in walk_ops(m):
+        if op.name == "cf.assert":
+            msg = ir.StringAttr(op.attributes["msg"]).value
+            op.attributes["msg"] = ir.StringAttr.get(f"byteir cpu kernel {name} ({CHECKS_ENV}=1): {msg}")
+
+
 #: Kernels whose largest operand or result has fewer elements than this stay single-threaded: forking costs
 #: microseconds.
 PARALLEL_MIN_ELEMENTS = 1 << 15
@@ -126,8 +151,9 @@ def _mark_noalias(m) -> None:
         op.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
 
 
-def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False):
-    """A copy of the cluster module, lowered to the LLVM dialect with a C interface for ``@main``."""
+def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False, checks: bool = False):
+    """A copy of the cluster module, lowered to the LLVM dialect with a C interface for ``@main`` (with bounds
+    checks: :data:`CHECKS_ENV`)."""
     ctx = cluster.module.context
     with ctx, ir.Location.unknown():
         m = ir.Module.parse(module_to_bytecode(cluster.module))
@@ -154,7 +180,14 @@ def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False):
         _mark_noalias(m)
         _stage(m, "bf16-as-f32", lambda: run_pipeline(m, BF16_AS_F32))
         _stage(m, "expand-bf16-conversions", lambda: expand_bf16_conversions(m))
-        _stage(m, "lower-to-llvm", lambda: run_pipeline(m, TO_LLVM_OPENMP if threads else TO_LLVM))
+        to_llvm = TO_LLVM_OPENMP if threads else TO_LLVM
+        if checks:
+            loops, rest = _split_after_loops(to_llvm)
+            _stage(m, "to-loops", lambda: run_pipeline(m, loops))
+            _stage(m, CHECKS, lambda: run_pipeline(m, CHECKS))
+            _name_kernel_in_checks(m, cluster.name)
+            to_llvm = rest
+        _stage(m, "lower-to-llvm", lambda: run_pipeline(m, to_llvm))
     return m
 
 
@@ -306,7 +339,29 @@ def llvm_object(m) -> tuple[bytes, tuple[str, ...]]:
 
     with m.context:
         text = llvmd.translate_module_to_llvmir(m.operation)
-    return object_from_llvm_ir(_older_float_syntax(text))
+    return object_from_llvm_ir(_asserts_to_stderr(_older_float_syntax(text)))
+
+
+_ASSERT_PRINTER = """
+@byteir_newline = private constant [1 x i8] c"\\0A"
+declare i64 @strlen(ptr)
+declare i64 @write(i32, ptr, i64)
+define internal void @byteir_check_failed(ptr %s) {
+  %n = call i64 @strlen(ptr %s)
+  %a = call i64 @write(i32 2, ptr %s, i64 %n)
+  %b = call i64 @write(i32 2, ptr @byteir_newline, i64 1)
+  ret void
+}
+"""
+
+
+def _asserts_to_stderr(text: str) -> str:
+    """A failed ``cf.assert`` lowers to ``puts(msg); abort()``: stdout is buffered when it is a pipe and abort
+    does not flush it, so the message would be lost. The message goes to stderr, unbuffered, instead."""
+    if "@puts(" not in text:
+        return text
+    text = re.sub(r"^declare [^\n]*@puts\(ptr[^\n]*$", "", text, flags=re.M)
+    return text.replace("@puts(", "@byteir_check_failed(") + _ASSERT_PRINTER
 
 
 def object_from_llvm_ir(text: str) -> tuple[bytes, tuple[str, ...]]:
@@ -369,7 +424,7 @@ def _libmvec_handle():
 def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool, tuple[str, ...]]:
     """(shared object, whether it calls the OpenMP runtime, ISA flags its code may use)."""
     threads = wants_threads(cluster)
-    m = lower_to_llvm_dialect(cluster, threads)
+    m = lower_to_llvm_dialect(cluster, threads, wants_checks())
     omp = openmp_library() if threads else None
     with m.context:
         try:

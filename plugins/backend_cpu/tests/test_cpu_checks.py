@@ -1,0 +1,108 @@
+"""``BYTEIR_CPU_CHECKS=1``: generated kernels check every index against its bounds and abort naming the op.
+
+An out-of-bounds read cannot be written in valid StableHLO (gather and dynamic_slice clamp their indices), so
+the failing kernel is a hand-written cluster with an unclamped ``tensor.extract``, compiled by the backend's
+code generator and run through its provider, in a child process: the check aborts the process."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import byteir_core
+from index_clamping import cases, in_while, program
+from programs import MLP, mlp_numpy
+
+OOB = textwrap.dedent('''
+    import sys
+    import numpy as np
+    from byteir_core.dtypes import TensorSpec
+    from byteir_core.interfaces import Cluster, Kernel
+    from byteir_core.mlir import ir, new_context
+    from byteir_backend_cpu.codegen import ENTRY, compile_to_shared_object
+    from byteir_backend_cpu.provider import FORMAT, CpuProvider
+
+    SRC = """func.func @main(%a: tensor<4xf32>, %i: tensor<i64>) -> tensor<f32> {
+      %j = tensor.extract %i[] : tensor<i64>
+      %k = arith.index_cast %j : i64 to index
+      %v = tensor.extract %a[%k] : tensor<4xf32>
+      %r = tensor.from_elements %v : tensor<f32>
+      return %r : tensor<f32>
+    }"""
+    with new_context():
+        m = ir.Module.parse(SRC)
+    cluster = Cluster("cpu_c7", "cpu", m, [TensorSpec((4,), "f32"), TensorSpec((), "i64")],
+                      [TensorSpec((), "f32")], ["tensor.extract"])
+    so, _, _ = compile_to_shared_object(cluster)
+    fn = CpuProvider().load("cpu.native", Kernel(FORMAT, so, ENTRY), {})
+    a, out = np.arange(4, dtype=np.float32) * 10, np.zeros((), np.float32)
+    for i in (3, int(sys.argv[1])):
+        fn([a, np.array(i, np.int64)], [out])
+        print(f"a[{i}] = {float(out)}", flush=True)
+''')
+
+
+def _run_oob(index: int, checks: bool) -> subprocess.CompletedProcess:
+    import os
+
+    env = {**os.environ, "BYTEIR_CPU_CHECKS": "1" if checks else "0"}
+    return subprocess.run([sys.executable, "-c", OOB, str(index)], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_an_out_of_bounds_read_aborts_naming_the_op_and_kernel():
+    r = _run_oob(4, checks=True)
+    assert r.returncode != 0 and "a[3] = 30.0" in r.stdout and "a[4]" not in r.stdout, (r.stdout, r.stderr)
+    assert "byteir cpu kernel cpu_c7 (BYTEIR_CPU_CHECKS=1): ERROR: Runtime op verification failed" in r.stderr
+    assert "memref.load" in r.stderr and "out-of-bounds access" in r.stderr, r.stderr
+
+
+def test_without_checks_the_same_read_goes_unnoticed():
+    r = _run_oob(4, checks=False)
+    assert r.returncode == 0 and "a[3] = 30.0" in r.stdout and "a[4] = " in r.stdout, (r.stdout, r.stderr)
+
+
+def _compile(text, monkeypatch, checks: bool):
+    monkeypatch.setenv("BYTEIR_CPU_CHECKS", "1" if checks else "0")
+    return byteir_core.load(byteir_core.compile(text, target="cpu").to_bytes())
+
+
+def test_checked_kernels_compute_the_same():
+    """No false alarms where indices are data (clamped gathers and dynamic slices, at top level and in a while
+    loop whose scatter is a generated loop), and the checked MLP gives the unchecked one's result."""
+    mp = pytest.MonkeyPatch()
+    try:
+        x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+        np.testing.assert_allclose(_compile(MLP, mp, True)(x), mlp_numpy(x), rtol=1e-5, atol=1e-6)
+        rng = np.random.default_rng(3)
+        for op, case, nested in [("gather", "window2d", False), ("dynamic_slice", "2d", False),
+                                 ("dynamic_update_slice", "whole_dim", True), ("scatter_add", "window2d", True)]:
+            text = program(op, case, "i64")
+            text = in_while(text) if nested else text
+            checked, plain = _compile(text, mp, True), _compile(text, mp, False)
+            for inputs, _ in cases(op, case, "i64", rng, n=6):
+                np.testing.assert_array_equal(checked.run(*inputs)[0], plain.run(*inputs)[0])
+    finally:
+        mp.undo()
+
+
+def test_checks_are_in_the_code_only_when_asked(monkeypatch):
+    from byteir_core.mlir import ir, new_context
+
+    from byteir_backend_cpu.codegen import lower_to_llvm_dialect
+    from byteir_core.dtypes import TensorSpec
+    from byteir_core.interfaces import Cluster
+
+    src = """func.func @main(%a: tensor<8xf32>, %i: tensor<i32>) -> tensor<2xf32> {
+      %s = stablehlo.dynamic_slice %a, %i, sizes = [2] : (tensor<8xf32>, tensor<i32>) -> tensor<2xf32>
+      return %s : tensor<2xf32>
+    }"""
+    for checks, threads in [(False, False), (True, False), (True, True)]:
+        with new_context():
+            m = ir.Module.parse(src)
+        cluster = Cluster("c", "cpu", m, [TensorSpec((8,), "f32"), TensorSpec((), "i32")], [TensorSpec((2,), "f32")],
+                          ["stablehlo.dynamic_slice"])
+        text = str(lower_to_llvm_dialect(cluster, threads=threads, checks=checks))
+        assert ("@assert_msg" in text and "llvm.call @abort" in text) == checks
