@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PLUGINS := $(sort $(dir $(wildcard plugins/*/pyproject.toml)))
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast test-gpu bench-setup bench clean
+.PHONY: setup demo test test-fast test-gpu fuzz bench-setup bench clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,14 @@ GPU_PYTHON ?= $(PY)
 test-gpu:
 	$(GPU_PYTHON) -m pytest -q -m gpu plugins/backend_cuda/tests
 	$(GPU_PYTHON) benchmarks/cuda_models.py
+
+# Long fuzz runs (`make test` runs each harness briefly): FUZZ_RUNS executions per harness, findings written to
+# out/fuzz/<harness>/ (keep each as a case under tests/fuzz_regressions/<harness>/ once fixed).
+FUZZ_RUNS ?= 1000000
+fuzz: setup
+	$(PY) fuzz/run.py byre --runs $(FUZZ_RUNS)
+	$(PY) fuzz/run.py stablehlo --runs $(FUZZ_RUNS)
+	$(PY) fuzz/run.py pt2 --runs $(FUZZ_RUNS)
 
 # the peers the CPU benchmark compares against (not needed for tests)
 bench-setup: setup

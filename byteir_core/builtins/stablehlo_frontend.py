@@ -87,6 +87,9 @@ class StableHLOFrontend(Frontend):
                 if msg.startswith(where) and "\n" not in msg:  # one diagnostic that names the file: as compilers do
                     raise FrontendError(f"{msg} (not valid MLIR)") from None
                 raise FrontendError(f"{where}: not valid MLIR:\n{msg}") from None
+            except Exception as e:  # noqa: BLE001 -- the bindings raise plain types on some malformed bytecode
+                kind = "bytecode" if isinstance(content, bytes) else "text"
+                raise FrontendError(f"{where}: not valid MLIR {kind} ({type(e).__name__}: {e})") from None
 
 
 @hookimpl
