@@ -28,30 +28,80 @@ from . import debug
 HOST_MEMORY = HostMemory()
 
 
+class _Unreadable(Exception):
+    """``x`` is not a host array: ``what`` it is, and ``why`` not (what to do instead)."""
+
+    def __init__(self, what: str, why: str):
+        super().__init__(f"{what}: {why}")
+        self.what, self.why = what, why
+
+
+#: DLPack device types (DLDeviceType) by number, to name a foreign array's device.
+_DLPACK_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm",
+                   11: "rocm_host", 12: "ext_dev", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon",
+                   17: "maia"}
+_ON_THE_HOST = "this argument lives on the host: copy it there first (torch: x.cpu(), CuPy: x.get())"
+
+
 def _from_torch(x) -> np.ndarray:
-    if x.requires_grad:
-        x = x.detach()
+    import torch
+
     if x.device.type != "cpu":
-        raise InputError(f"torch tensor on {x.device}; this session runs on the host (device='cpu')")
-    if str(x.dtype) == "torch.bfloat16":
-        import torch
+        raise _Unreadable(f"a torch tensor on {x.device}", _ON_THE_HOST)
+    if x.layout != torch.strided:
+        raise _Unreadable(f"a torch tensor of layout {x.layout}", "pass a dense tensor (x.to_dense())")
+    x = x.detach().resolve_conj().resolve_neg()  # a lazily negated/conjugated view: its data is not its value
+    try:
+        if x.dtype == torch.bfloat16:
+            return np.from_dlpack(x.contiguous().view(torch.int16)).view(ml_dtypes.bfloat16)
+        return np.from_dlpack(x)
+    except (BufferError, TypeError, RuntimeError) as e:
+        raise _Unreadable(f"a torch {str(x.dtype).removeprefix('torch.')} tensor", f"not readable as an array ({e})")
 
-        return np.from_dlpack(x.contiguous().view(torch.int16)).view(ml_dtypes.bfloat16)
-    return np.from_dlpack(x)
 
-
-def as_numpy(x: Any) -> np.ndarray:
-    """A NumPy view of ``x`` (NumPy, torch, any DLPack or array-interface producer), zero-copy when possible."""
+def _read_host(x: Any) -> np.ndarray:
+    """:func:`as_numpy`, raising :class:`_Unreadable` for what is not a host array."""
+    if x is None:
+        raise _Unreadable("None", "pass an array")
     if isinstance(x, np.ndarray):
-        return x
+        if type(x) is np.ndarray:
+            return x
+        if isinstance(x, np.ma.MaskedArray) and np.ma.is_masked(x):
+            raise _Unreadable("a masked array with masked elements", "fill them first (x.filled(value))")
+        return np.asarray(x)  # subclasses as plain arrays (np.matrix stays 2-d when reshaped)
     if type(x).__module__.startswith("torch"):
         return _from_torch(x)
+    device = getattr(x, "__dlpack_device__", None)
+    if device is not None:
+        try:
+            kind, index = device()
+        except Exception:  # noqa: BLE001 -- a broken producer: try the other protocols
+            kind = 1
+        if int(kind) != 1:
+            name = _DLPACK_DEVICES.get(int(kind), f"DLPack device type {int(kind)}")
+            raise _Unreadable(f"a {type(x).__name__} on {name}:{index}", _ON_THE_HOST)
     if hasattr(x, "__dlpack__"):
         try:
             return np.from_dlpack(x)
         except (BufferError, TypeError, RuntimeError):
             pass
-    return np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as e:  # a ragged list, an object NumPy cannot read
+        raise _Unreadable(f"a {type(x).__name__}", f"not readable as an array ({e})") from None
+    if arr.dtype.kind not in "biufc" and arr.dtype != ml_dtypes.bfloat16:
+        raise _Unreadable(f"a {type(x).__name__}" + (f" of {arr.dtype}" if arr.dtype.kind != "O" else ""),
+                          "not a numeric array")
+    return arr
+
+
+def as_numpy(x: Any) -> np.ndarray:
+    """A NumPy view of ``x`` (NumPy, torch, any DLPack or array-interface producer), zero-copy when possible.
+    Raises InputError for what is not a numeric array on the host (None, a GPU tensor, a list of strings)."""
+    try:
+        return _read_host(x)
+    except _Unreadable as e:
+        raise InputError(str(e)) from None
 
 
 def like_torch(arrays: list) -> list:
@@ -288,6 +338,8 @@ class Session:
             raise InputError(f"expected {len(ins)} inputs ({names}), got {len(inputs)}")
         req = self.new_request_context()
         for off, x in zip(ins, inputs):
+            if isinstance(x, _PYTHON_VALUES):  # a value here; bind_arg would take an int for a raw pointer
+                x = _python_value(off, bm.args[off], x)
             req.bind_arg(off, x)
         req.finish_io_binding()
         req.run()
@@ -327,6 +379,8 @@ class Session:
         computes = [c for c in bm.report.get("clusters", []) if c.get("callee")]
         req = self.new_request_context()
         for off, x in zip(bm.inputs(), inputs):
+            if isinstance(x, _PYTHON_VALUES):
+                x = _python_value(off, bm.args[off], x)
             req.bind_arg(off, x)
         req.finish_io_binding()
         times: list[list[float]] = [[] for _ in self._steps]
@@ -406,24 +460,39 @@ class RequestContext:
 
     def bind_arg(self, offset: int, value) -> None:
         """Bind an input or output argument: an array (NumPy, torch, DLPack, or the argument's device's own kind,
-        taken zero-copy) or a raw host pointer (int)."""
+        taken zero-copy), a raw host pointer (int), or a Python float/list/tuple of the argument's shape (inputs).
+        Binding again after :meth:`finish_io_binding` rebinds for the next :meth:`run`."""
         bm = self.module
+        if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
+            raise InputError(f"argument offset must be an int (get_input_arg_offsets() lists them), got "
+                             f"{type(offset).__name__} {offset!r}")
         if not 0 <= offset < len(bm.args):
             raise InputError(f"argument offset {offset} is out of range (0..{len(bm.args) - 1})")
+        offset = int(offset)
         a = bm.args[offset]
         if a.kind == "weight":
             raise InputError(f"argument {offset} ({a.name}) is a weight; the session binds it")
+        if isinstance(value, (bool, np.bool_)) or (isinstance(value, _PYTHON_VALUES) and not isinstance(value, int)):
+            value = _python_value(offset, a, value)
+        elif isinstance(value, int):
+            _check_pointer(offset, a, value)
         device = self.session._arg_devices[offset]
         if device == HOST:
             self._args[offset] = _host_argument(offset, a, value)
         else:
             self._bind_on_device(offset, a, device, value)
+        if self._bound:  # the views of the finished binding follow the new argument
+            self._bind_views()
 
     def _bind_on_device(self, offset: int, a, device: str, value) -> None:
         """The device's own array zero-copy; else a host array copied through a device buffer: uploaded now for
         an input, downloaded after :meth:`run` for an output."""
         mem = self.session._memories[device]
         self._host_outputs.pop(offset, None)
+        declared = _declared(value)
+        if declared is not None and declared != (a.spec.np_dtype, a.spec.shape):
+            # before the device takes it: an import may view or reshape it into the argument's type
+            raise _mismatch(offset, a, *declared)
         arr = None if isinstance(value, int) else mem.import_array(value, a.spec)
         if arr is not None:
             try:
@@ -470,6 +539,11 @@ class RequestContext:
                     self._args[i] = np.empty(a.spec.shape, dtype=a.spec.np_dtype)
                 else:
                     self._args[i] = mems[device].view(mems[device].allocate(max(a.spec.nbytes, 1)), 0, a.spec)
+        self._bind_views()
+        self._bound = True
+
+    def _bind_views(self) -> None:
+        mems = self.session._memories
         views = list(self._take_workspace().views)
         for b in self.session._arg_rooted:  # argument buffers, and views of them, change per request
             if b.kind == "arg":
@@ -477,7 +551,6 @@ class RequestContext:
             else:
                 views[b.id] = mems[b.device].view(views[b.source], b.byte_offset, b.spec)
         self._views = views
-        self._bound = True
 
     def release(self) -> None:
         """Give the request's arenas back to the session for the next request (the context is done)."""
@@ -556,26 +629,95 @@ class RequestContext:
         return self._args[offset] if host is None else host
 
 
+def _role(a) -> str:
+    return "input" if a.kind == "input" else "output"
+
+
+def _expected(offset: int, a) -> str:
+    return f"{_role(a)} argument {offset} ({a.name}): expected {a.spec.dtype} {list(a.spec.shape)}"
+
+
 def _mismatch(offset: int, a, dtype, shape) -> InputError:
-    role = "input" if a.kind == "input" else "output"
-    return InputError(f"{role} argument {offset} ({a.name}): expected {a.spec.dtype} {list(a.spec.shape)}, "
-                      f"got {dtype} {list(shape)}")
+    return InputError(f"{_expected(offset, a)}, got {dtype} {list(shape)}")
+
+
+#: Python values a session takes for an input of that shape (a scalar for a rank-0 input, nested lists).
+_PYTHON_VALUES = (bool, int, float, list, tuple)
+_FLOAT_TYPES = ("f16", "bf16", "f32", "f64")
+
+
+def _python_value(offset: int, a, value) -> np.ndarray:
+    """A Python scalar or (nested) list/tuple as an array of the argument's type, when its values convert
+    without loss of kind: bools and ints into float inputs, bools and ints that fit into integer inputs, bools
+    into i1. Floats into an integer input, or anything into an output, is an InputError."""
+    kind = type(value).__name__
+    if a.kind != "input":
+        raise InputError(f"{_expected(offset, a)} (a writable C-contiguous array), got a Python {kind}")
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{_expected(offset, a)}, got a Python {kind} that is not an array ({e})") from None
+    got = f"a Python {kind} of {arr.dtype} {list(arr.shape)}"
+    if arr.shape != a.spec.shape:
+        raise InputError(f"{_expected(offset, a)}, got {got}")
+    want, dtype = a.spec.np_dtype, a.spec.dtype
+    if dtype in _FLOAT_TYPES:
+        ok = arr.dtype.kind in "biuf"
+    elif dtype == "i1":
+        ok = arr.dtype.kind == "b"
+    else:
+        info = np.iinfo(want)
+        ok = arr.dtype.kind in "biu" and (arr.size == 0 or (info.min <= arr.min() and arr.max() <= info.max))
+    if not ok:
+        raise InputError(f"{_expected(offset, a)}, got {got} (its values do not convert to {dtype}; pass an array "
+                         f"of that type)")
+    return arr.astype(want)
+
+
+def _check_pointer(offset: int, a, value: int) -> None:
+    """An int bound to an argument is a raw host address: refuse what cannot be one (a scalar meant as a value
+    would be read as an address and crash the process)."""
+    if not 4096 <= value < 2 ** 64:
+        raise InputError(f"{_expected(offset, a)}, got the int {value}: an int is a raw host pointer here, and "
+                         f"{value} is not an address; pass np.array({value}) for a value")
+
+
+def _declared(value):
+    """(NumPy dtype, shape) an array-like object declares (torch, CuPy, ...), or None when it declares none."""
+    if isinstance(value, int) or not hasattr(value, "shape") or not hasattr(value, "dtype"):
+        return None
+    try:
+        shape = tuple(int(n) for n in value.shape)
+        dtype = value.dtype
+        if type(value).__module__.startswith("torch"):
+            name = str(dtype).removeprefix("torch.")
+            dtype = ml_dtypes.bfloat16 if name == "bfloat16" else name
+        return np.dtype(dtype).newbyteorder("="), shape  # the host path converts the other byte order
+    except (TypeError, ValueError):  # a dtype NumPy does not name: the import decides
+        return None
 
 
 def _host_argument(offset: int, a, value) -> np.ndarray:
-    """``value`` as a host array of the argument's shape and dtype (an int is a raw host pointer)."""
+    """``value`` as a host array of the argument's shape and dtype (an int is a raw host pointer). Inputs that are
+    strided, misaligned or in the other byte order are copied; outputs must be writable C-contiguous arrays."""
     if isinstance(value, int):
         buf = (ctypes.c_uint8 * a.spec.nbytes).from_address(value)
         arr = np.ctypeslib.as_array(buf).view(a.spec.np_dtype).reshape(a.spec.shape)
     else:
-        arr = as_numpy(value)
-    if tuple(arr.shape) != a.spec.shape or arr.dtype != a.spec.np_dtype:
+        try:
+            arr = _read_host(value)
+        except _Unreadable as e:
+            raise InputError(f"{_expected(offset, a)}, got {e.what}: {e.why}") from None
+    want = a.spec.np_dtype
+    if a.kind == "input" and arr.dtype != want and arr.dtype.newbyteorder("=") == want:
+        arr = arr.astype(want)  # the same type in the other byte order
+    if tuple(arr.shape) != a.spec.shape or arr.dtype != want:
         raise _mismatch(offset, a, arr.dtype, arr.shape)
     if a.kind == "output":
-        if not (arr.flags.c_contiguous and arr.flags.writeable):
-            raise InputError(f"output argument {offset} ({a.name}) must be a writable C-contiguous array")
-    elif not arr.flags.c_contiguous:
-        arr = np.ascontiguousarray(arr)
+        if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):
+            raise InputError(f"output argument {offset} ({a.name}) must be a writable, aligned, C-contiguous array")
+    elif not (arr.flags.c_contiguous and arr.flags.aligned):
+        arr = np.require(arr, requirements="CA")
     return arr
 
 

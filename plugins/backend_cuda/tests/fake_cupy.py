@@ -196,9 +196,11 @@ def gemmStridedBatchedEx(handle, transa, transb, m, n, k, alpha, A, Atype, lda, 
     stream = _CUBLAS_STREAM.get(handle, _NULL)
     GEMMS.append((transa, transb, m, n, k, lda, ldb, ldc, batchCount))
     scalar = np.float64 if computeType == 70 else np.float32
+    # host pointer mode: cuBLAS reads alpha and beta when called (a captured graph keeps their values), not when
+    # the work runs; reading them at replay read freed host memory (a replayed GEMM computed 0 * A @ B)
+    al, be = _read(alpha, scalar, 1)[0], _read(beta, scalar, 1)[0]
 
     def call():
-        al, be = _read(alpha, scalar, 1)[0], _read(beta, scalar, 1)[0]
         for b in range(batchCount):
             def matrix(ptr, t, rows, cols, ld, trans, stride):
                 r, c = (cols, rows) if trans else (rows, cols)  # stored shape
