@@ -49,7 +49,7 @@ def test_compile_run_inspect(tmp_path):
     r = byteir("inspect", out, "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
-    assert info["byre_version"] == "1.1" and info["manifest"]["target"] == "cpu"
+    assert info["byre_version"] == "1.2" and info["manifest"]["target"] == "cpu"
     assert info["manifest"]["byteir_core"] and info["weights"]["bytes"] > 0 and info["kernels"]
     assert len(info["sha256"]) == 64
 
@@ -60,7 +60,7 @@ def test_compile_run_inspect(tmp_path):
     magic = {"stablehlo-portable": b"ML\xefR", "elf-shared-object": b"\x7fELF", "npz-operands": b"PK"}
     for f, k in zip(files, info["kernels"]):
         assert f.stat().st_size == k["bytes"] and f.read_bytes().startswith(magic[k["format"]])
-    assert '"byre.compute"' in r.stdout and "ByRE 1.1" in r.stdout
+    assert '"byre.compute"' in r.stdout and "ByRE 1.2" in r.stdout
 
     r = byteir("run", out, "--sha256", "f" * 64)
     assert_clean_error(r, "pinned")
@@ -69,7 +69,8 @@ def test_compile_run_inspect(tmp_path):
 def test_text_artifact_and_opt(tmp_path):
     out = tmp_path / "x.byre.mlir"
     assert byteir("compile", MLP, "-o", out).returncode == 0
-    assert out.read_text().startswith("module attributes {")
+    first, rest = out.read_text().split("\n", 1)  # ByRE 1.2: a digest line, then the module
+    assert re.fullmatch(r"// byre 1\.2 sha256=[0-9a-f]{64} bytes=\d+", first) and rest.startswith("module attributes {")
     r = byteir("run", out)
     assert r.returncode == 0 and "float32 [4, 8]" in r.stdout
     r = byteir("opt", MLP, "--pass-groups", "legalize")
@@ -208,7 +209,7 @@ def test_verbose_compile_and_inspect_show_devices_and_crossings(tmp_path):
     assert re.search(r"copies cpu -> asic_stub: 2 \(\d+ bytes per run\)", r.stderr), r.stderr
     r = byteir("inspect", out, "--summary-only")
     assert r.returncode == 0, r.stderr
-    assert re.search(r"arenas: cpu \d+ bytes, asic_stub \d+ bytes", r.stdout) and "ByRE 1.1" in r.stdout
+    assert re.search(r"arenas: cpu \d+ bytes, asic_stub \d+ bytes", r.stdout) and "ByRE 1.2" in r.stdout
     r = byteir("run", out)
     assert r.returncode == 0 and "output 0 output0: float32 [4, 8]" in r.stdout, r.stderr
 
@@ -240,7 +241,7 @@ def test_inspect_manifest_and_extract(tmp_path):
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     m = info["manifest"]
-    assert info["byre_version"] == "1.1"
+    assert info["byre_version"] == "1.2"
     assert m["byteir_core"] == metadata.version("byteir-core") and m["target"] == "cpu"
     assert m["frontend"] == "stablehlo" and "reference" in m["plugins"]
     assert m["plugins"]["reference"] == f"byteir-core {metadata.version('byteir-core')}"

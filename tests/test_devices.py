@@ -219,7 +219,7 @@ def test_a_host_only_artifact_has_one_arena_and_no_crossings(fake):
 
 def test_text_and_bytecode_round_trip_keep_devices_and_arenas(art, tmp_path):
     text = art.save(tmp_path / "m.byre.mlir").read_text()
-    assert 'byre.version = "1.1"' in text and f'byre.device = "{DEV}"' in text
+    assert 'byre.version = "1.2"' in text and f'byre.device = "{DEV}"' in text
     assert f'byre.arenas = {{cpu = {8 * N} : i64, {DEV} = {4 * N} : i64}}' in text
     art.save(tmp_path / "m.byre")
     for p in (tmp_path / "m.byre.mlir", tmp_path / "m.byre"):

@@ -8,14 +8,13 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ByreFormatError
+from . import container
+from .container import BYTECODE_VERSION  # noqa: F401  (the body's MLIR bytecode version; readers accept it back to 0)
 from .format import BYRE_VERSION, Arg, Buffer, ByreModule, KernelEntry, Step, to_mlir_module, to_mlir_text
-from .reader import MAGIC, read_byre
+from .reader import MAGIC, read_byre, read_byre_file  # noqa: F401
 
 __all__ = ["Artifact", "ByreModule", "Arg", "Buffer", "Step", "KernelEntry", "BYRE_VERSION", "read_artifact",
            "to_mlir_text"]
-
-#: Bytecode version written; MLIR readers accept it back to version 0.
-BYTECODE_VERSION = 6
 
 
 class Artifact:
@@ -26,6 +25,9 @@ class Artifact:
         self.path = path
         self._bytes: bytes | None = None
         self._file_sha256: str | None = None
+        #: What vouched for the bytes it was read from: "sha256" (a ByRE 1.2 header or digest line, checked),
+        #: "none: ..." (a ByRE 1.0/1.1 file, or text without a digest line), or "in memory" (never read).
+        self.integrity: str = container.BUILT
 
     @property
     def manifest(self) -> dict:
@@ -36,11 +38,17 @@ class Artifact:
         return self.module.report
 
     def to_bytes(self) -> bytes:
+        """The ``.byre`` file: the ByRE 1.2 header (version, length, sha256) and the module's MLIR bytecode."""
         if self._bytes is None:
             from ..mlir import module_to_bytecode, new_context
 
-            self._bytes = module_to_bytecode(to_mlir_module(self.module, new_context()), BYTECODE_VERSION)
+            body = module_to_bytecode(to_mlir_module(self.module, new_context()), BYTECODE_VERSION)
+            self._bytes = container.wrap(body, BYRE_VERSION)
         return self._bytes
+
+    def to_text_file(self) -> bytes:
+        """The ``.byre.mlir`` file: a ``// byre 1.2 sha256=... bytes=...`` line and the module's MLIR text."""
+        return container.wrap_text(self.text(elide_payloads=False), BYRE_VERSION)
 
     def text(self, elide_payloads: bool = True) -> str:
         """The textual ByRE; payloads (kernels, weights) are elided unless asked for."""
@@ -58,7 +66,7 @@ class Artifact:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a failed or interrupted save leaves no half-written file behind."""
         path = Path(path)
-        data = self.text(elide_payloads=False).encode() if path.name.endswith(".mlir") else self.to_bytes()
+        data = self.to_text_file() if path.name.endswith(".mlir") else self.to_bytes()
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
@@ -87,6 +95,7 @@ class Artifact:
         return {
             "path": self.path,
             "byre_version": bm.version,
+            "integrity": self.integrity,
             "manifest": bm.manifest,
             "inputs": [{"name": a.name, "type": str(a.spec)} for a in bm.args if a.kind == "input"],
             "outputs": [{"name": a.name, "type": str(a.spec)} for a in bm.args if a.kind == "output"],
@@ -105,7 +114,8 @@ class Artifact:
 
 
 def read_artifact(source, *, expected_sha256: str | None = None) -> Artifact:
-    """Read a ``.byre`` / ``.byre.mlir`` file (or its bytes) and verify it."""
+    """Read a ``.byre`` / ``.byre.mlir`` file (or its bytes) and verify it: the 1.2 header's sha256 before MLIR
+    parses anything, then the module (see docs/byre.md, "What the reader checks")."""
     if isinstance(source, Artifact):
         return source
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -122,8 +132,10 @@ def read_artifact(source, *, expected_sha256: str | None = None) -> Artifact:
             from ..errors import ArtifactIntegrityError
 
             raise ArtifactIntegrityError(f"{where}: sha256 is {got}, but {expected_sha256} was pinned")
-    art = Artifact(read_byre(data, where), None if where == "<bytes>" else where)
+    module, opened = read_byre_file(data, where)
+    art = Artifact(module, None if where == "<bytes>" else where)
     art._file_sha256 = got
-    if data.startswith(MAGIC):
-        art._bytes = data
+    art.integrity = opened.integrity
+    if opened.kind == "bytecode" and opened.integrity == container.VERIFIED:
+        art._bytes = data  # a 1.0/1.1 file or text is written back as ByRE 1.2 bytecode
     return art

@@ -1,7 +1,8 @@
-"""ByRE 1.1: the compiler's output and the runtime's input (see docs/byre.md).
+"""ByRE 1.2: the compiler's output and the runtime's input (see docs/byre.md).
 
 In memory a ByRE program is a :class:`ByreModule` (plain Python data, no MLIR objects). On disk it is one
-MLIR module -- bytecode (``.byre``) or text (``.byre.mlir``) -- holding ``byre.kernel`` and ``byre.weight``
+MLIR module -- bytecode (``.byre``) or text (``.byre.mlir``), behind a header or first line that holds the
+version and a sha256 of the rest (:mod:`.container`) -- holding ``byre.kernel`` and ``byre.weight``
 ops whose payloads are byte tensors, and an entry ``func.func`` whose body is a list of ``memref.alloc``,
 ``byre.alias``, ``byre.compute`` and ``byre.copy`` ops over memref arguments. Every buffer lives on one
 device (``byre.device``, absent meaning ``cpu``); each device has its own per-request arena.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ import numpy as np
 from ..dtypes import TensorSpec
 from ..interfaces import Kernel
 
-BYRE_VERSION = "1.1"
+BYRE_VERSION = "1.2"
 HOST = "cpu"
 ARG_KINDS = ("input", "output", "weight")
 READ, WRITE = 1, 2
@@ -142,7 +144,38 @@ def _attr(v: Any) -> str:
     raise TypeError(f"cannot put {type(v).__name__} into a ByRE attribute")
 
 
+_STRING_LITERAL = re.compile(r'"((?:[^"\\\n]|\\.)*)"|//[^\n]*')
+_ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)")
+_SIMPLE_ESCAPES = {"n": b"\n", "t": b"\t", '"': b'"', "\\": b"\\"}
+
+
+def strings_are_utf8(text: str) -> bool:
+    """Whether every string literal in MLIR text (its own or as MLIR prints it) holds UTF-8 once its escapes
+    (``\\XX`` hex bytes, ``\\n``, ``\\t``, ``\\"``, ``\\\\``) are applied; ``//`` comments are skipped."""
+    for m in _STRING_LITERAL.finditer(text):
+        body = m.group(1)
+        if body is None or "\\" not in body:
+            continue
+        out = bytearray()
+        at = 0
+        for e in _ESCAPE.finditer(body):
+            out += body[at:e.start()].encode("utf-8")
+            esc = e.group(1)
+            out += bytes([int(esc, 16)]) if len(esc) == 2 else _SIMPLE_ESCAPES.get(esc, esc.encode("utf-8"))
+            at = e.end()
+        out += body[at:].encode("utf-8")
+        try:
+            out.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+    return True
+
+
 def attr_to_py(a) -> Any:
+    """An attribute as Python data. Only calls into the bindings that raise on bad input rather than abort the
+    process: containers are indexed, never iterated (iterating one that holds a location aborts), and a
+    dictionary's names are read only once its printed form shows them to be UTF-8 (reading one that is not
+    aborts). What the bindings raise is the caller's to turn into a ByreFormatError."""
     from ..mlir import ir
 
     if isinstance(a, ir.StringAttr):
@@ -154,9 +187,12 @@ def attr_to_py(a) -> Any:
     if isinstance(a, ir.FloatAttr):
         return a.value
     if isinstance(a, ir.ArrayAttr):
-        return [attr_to_py(x) for x in a]
+        return [attr_to_py(a[i]) for i in range(len(a))]
     if isinstance(a, ir.DictAttr):
-        return {n.name: attr_to_py(n.attr) for n in a}
+        if not strings_are_utf8(str(a)):
+            raise ValueError("a dictionary holds a string that is not UTF-8")
+        names = [a[i].name for i in range(len(a))]
+        return {name: attr_to_py(a[name]) for name in names}
     return str(a)
 
 
