@@ -67,6 +67,30 @@ def wants_checks() -> bool:
     return os.environ.get(CHECKS_ENV, "") not in ("", "0")
 
 
+def wants_poisoned_temporaries() -> bool:
+    """A checked build, or ``BYTEIR_POISON=1`` when compiling: the kernels' own temporaries (``memref.alloc``,
+    ``memref.alloca``) start as NaN (floats) or -1 (integers), as the runtime's poisoned arenas do."""
+    return wants_checks() or os.environ.get("BYTEIR_POISON", "") not in ("", "0")
+
+
+def _poison_temporaries(m) -> None:
+    """Fill every buffer a kernel allocates for itself right after its allocation: floats with the quiet NaN
+    (a NaN with a payload would print as ``nan(0x...)``, which :func:`_older_float_syntax` does not read),
+    integers with -1."""
+    from torch_mlir.dialects import arith, linalg
+
+    for op in [op for op in walk_ops(m) if op.name in ("memref.alloc", "memref.alloca")]:
+        el = ir.MemRefType(op.results[0].type).element_type
+        with ir.InsertionPoint.after(op), op.location:
+            if isinstance(el, (ir.IntegerType, ir.IndexType)):
+                v = arith.constant(el, -1)
+            elif str(el) in ("f16", "bf16", "f32", "f64"):
+                v = arith.constant(el, ir.FloatAttr.get(el, float("nan")))
+            else:
+                continue
+            linalg.fill(v, outs=[op.results[0]])
+
+
 def _split_after_loops(pipeline: str) -> tuple[str, str]:
     """(linalg to loops, the rest): the checks go between, where every index is a ``memref.load``/``store``."""
     loops, rest = pipeline.split(",", 1)
@@ -151,9 +175,9 @@ def _mark_noalias(m) -> None:
         op.attributes["arg_attrs"] = ir.ArrayAttr.get(attrs)
 
 
-def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False, checks: bool = False):
+def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False, checks: bool = False, poison: bool = False):
     """A copy of the cluster module, lowered to the LLVM dialect with a C interface for ``@main`` (with bounds
-    checks: :data:`CHECKS_ENV`)."""
+    checks: :data:`CHECKS_ENV`; with its temporaries poisoned: :func:`wants_poisoned_temporaries`)."""
     ctx = cluster.module.context
     with ctx, ir.Location.unknown():
         m = ir.Module.parse(module_to_bytecode(cluster.module))
@@ -181,6 +205,8 @@ def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False, checks: bool 
         _stage(m, "bf16-as-f32", lambda: run_pipeline(m, BF16_AS_F32))
         _stage(m, "expand-bf16-conversions", lambda: expand_bf16_conversions(m))
         to_llvm = TO_LLVM_OPENMP if threads else TO_LLVM
+        if poison:
+            _stage(m, "poison-temporaries", lambda: _poison_temporaries(m))
         if checks:
             loops, rest = _split_after_loops(to_llvm)
             _stage(m, "to-loops", lambda: run_pipeline(m, loops))
@@ -216,7 +242,25 @@ def _libmvec() -> bool:
 
 
 # A float literal as MLIR's LLVM prints it: hexadecimal bits (f0x...), a shortest round-trip decimal, inf, nan.
-_FLOAT_LITERAL = re.compile(r"(?<![\w.%@$\"-])(f0x[0-9A-Fa-f]+|[-+]?\d+\.\d+(?:e[-+]?\d+)?|[-+]?inf|[-+]?nan)(?![\w.])")
+_FLOAT_LITERAL = re.compile(r"(?<![\w.%@$\"-])(f0x[0-9A-Fa-f]+|[-+]?\d+\.\d+(?:e[-+]?\d+)?|[-+]?inf|"
+                            r"[-+]?(?:qnan|s?nan\(0x[0-9A-Fa-f]+\))|[-+]?nan)(?![\w.])")
+#: NaNs as newer LLVMs print them: ``+qnan``, ``-nan(0x<payload>)`` (quiet), ``+snan(0x<payload>)``; the payload is
+#: the significand without its quiet bit.
+_NAN_LITERAL = re.compile(r"([-+]?)(?:(qnan)|(s?)nan\((0x[0-9A-Fa-f]+)\))$")
+_FLOAT_BITS = {"half": (5, 10), "bfloat": (8, 7), "float": (8, 23), "double": (11, 52)}
+
+
+def _nan_as_llvm22_literal(mo, kind: str) -> str:
+    if kind not in _FLOAT_BITS:
+        raise TargetError(f"cpu codegen: cannot rewrite {kind} literal {mo.group(0)!r} for llvmlite")
+    exp, man = _FLOAT_BITS[kind]
+    quiet = 0 if mo.group(3) else 1 << (man - 1)
+    payload = int(mo.group(4), 16) if mo.group(4) else 0
+    sign = int(mo.group(1) == "-")
+    if kind == "float":  # written as a double of the same value: the significand moves up by 52 - 23 bits
+        exp, man, quiet, payload = 11, 52, quiet << 29, payload << 29
+    bits = (sign << (exp + man)) | (((1 << exp) - 1) << man) | quiet | payload
+    return {"half": "0xH%04X", "bfloat": "0xR%04X"}.get(kind, "0x%016X") % bits
 _FLOAT_TYPE = re.compile(r"\b(half|bfloat|float|double|x86_fp80|fp128)\b")
 
 
@@ -229,6 +273,9 @@ def _as_llvm22_literal(token: str, kind: str) -> str:
     import numpy as np
 
     widths = {"half": 4, "bfloat": 4, "float": 8, "double": 16, "x86_fp80": 20, "fp128": 32}
+    nan = _NAN_LITERAL.match(token)
+    if nan:
+        return _nan_as_llvm22_literal(nan, kind)
     if token.startswith("f0x"):
         digits = token[3:]
         if len(digits) != widths[kind]:
@@ -424,7 +471,7 @@ def _libmvec_handle():
 def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool, tuple[str, ...]]:
     """(shared object, whether it calls the OpenMP runtime, ISA flags its code may use)."""
     threads = wants_threads(cluster)
-    m = lower_to_llvm_dialect(cluster, threads, wants_checks())
+    m = lower_to_llvm_dialect(cluster, threads, wants_checks(), wants_poisoned_temporaries())
     omp = openmp_library() if threads else None
     with m.context:
         try:

@@ -106,3 +106,78 @@ def test_checks_are_in_the_code_only_when_asked(monkeypatch):
                           ["stablehlo.dynamic_slice"])
         text = str(lower_to_llvm_dialect(cluster, threads=threads, checks=checks))
         assert ("@assert_msg" in text and "llvm.call @abort" in text) == checks
+
+
+TEMPORARY = textwrap.dedent('''
+    import numpy as np
+    from byteir_core.dtypes import TensorSpec
+    from byteir_core.interfaces import Cluster, Kernel
+    from byteir_core.mlir import ir, new_context
+    from byteir_backend_cpu.codegen import ENTRY, compile_to_shared_object
+    from byteir_backend_cpu.provider import FORMAT, CpuProvider
+
+    # %r adds a to its own uninitialized init (a bug): %r is a temporary of the kernel, then summed
+    SRC = """func.func @main(%a: tensor<4xf32>) -> tensor<f32> {
+      %e = tensor.empty() : tensor<4xf32>
+      %r = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> (d0)>],
+                           iterator_types = ["parallel"]} ins(%a : tensor<4xf32>) outs(%e : tensor<4xf32>) {
+      ^bb0(%x: f32, %acc: f32):
+        %s = arith.addf %x, %acc : f32
+        linalg.yield %s : f32
+      } -> tensor<4xf32>
+      %z = arith.constant 0.0 : f32
+      %e2 = tensor.empty() : tensor<f32>
+      %f = linalg.fill ins(%z : f32) outs(%e2 : tensor<f32>) -> tensor<f32>
+      %t = linalg.generic {indexing_maps = [affine_map<(d0) -> (d0)>, affine_map<(d0) -> ()>],
+                           iterator_types = ["reduction"]} ins(%r : tensor<4xf32>) outs(%f : tensor<f32>) {
+      ^bb0(%x: f32, %acc: f32):
+        %s = arith.addf %x, %acc : f32
+        linalg.yield %s : f32
+      } -> tensor<f32>
+      return %t : tensor<f32>
+    }"""
+    with new_context():
+        m = ir.Module.parse(SRC)
+    cluster = Cluster("c", "cpu", m, [TensorSpec((4,), "f32")], [TensorSpec((), "f32")], ["linalg.generic"])
+    so, _, _ = compile_to_shared_object(cluster)
+    fn = CpuProvider().load("cpu.native", Kernel(FORMAT, so, ENTRY), {})
+    out = np.zeros((), np.float32)
+    fn([np.ones(4, np.float32)], [out])
+    print(float(out))
+''')
+
+
+@pytest.mark.parametrize("env", ["BYTEIR_POISON", "BYTEIR_CPU_CHECKS"])
+def test_a_kernel_reading_its_own_unwritten_temporary_gives_nan(env):
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("BYTEIR_POISON", "BYTEIR_CPU_CHECKS")}
+    r = subprocess.run([sys.executable, "-c", TEMPORARY], capture_output=True, text=True, timeout=300,
+                       env={**base, env: "1"})
+    assert r.returncode == 0 and r.stdout.strip() == "nan", (r.stdout, r.stderr)
+    r = subprocess.run([sys.executable, "-c", TEMPORARY], capture_output=True, text=True, timeout=300, env=base)
+    assert r.returncode == 0 and r.stdout.strip() != "nan", (r.stdout, r.stderr)  # whatever malloc left there
+
+
+@pytest.mark.parametrize("ty,bits,np_type", [("f32", "0x7FC00000", np.uint32), ("f32", "0xFFFFFFFF", np.uint32),
+                                             ("f32", "0x7F800001", np.uint32), ("f64", "0xFFF0000000000001", np.uint64),
+                                             ("f16", "0xFE01", np.uint16), ("bf16", "0xFFC1", np.uint16)])
+def test_nan_constants_keep_their_bits(ty, bits, np_type):
+    """NaN constants reach llvmlite as LLVM 22 reads them (MLIR's LLVM prints +qnan, -nan(0x...), +snan(0x...),
+    which llvmlite refused: any kernel holding a NaN constant failed to compile)."""
+    text = f"""func.func @main(%x: tensor<4x{ty}>) -> tensor<4x{ty}> {{
+      %c = stablehlo.constant dense<{bits}> : tensor<4x{ty}>
+      %z = stablehlo.constant dense<0.0> : tensor<4x{ty}>
+      %p = stablehlo.compare GT, %x, %z : (tensor<4x{ty}>, tensor<4x{ty}>) -> tensor<4xi1>
+      %y = stablehlo.select %p, %c, %x : tensor<4xi1>, tensor<4x{ty}>
+      return %y : tensor<4x{ty}>
+    }}"""
+    from byteir_core.dtypes import to_numpy
+
+    x = np.array([1, -1, 2, -2], to_numpy(ty))
+    art = byteir_core.compile(text, target="cpu")
+    assert "reference" not in art.report["ops_per_backend"]
+    got = byteir_core.load(art.to_bytes())(x).view(np_type)
+    want = int(bits, 16)
+    assert [int(v) for v in got[[0, 2]]] == [want, want]
+    np.testing.assert_array_equal(got[[1, 3]], x[[1, 3]].view(np_type))
