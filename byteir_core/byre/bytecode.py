@@ -14,7 +14,7 @@ table, dialects, op names, the attribute/type table, properties, the IR -- and r
 * strings that are not UTF-8 (the MLIR Python bindings abort the process on some of those);
 * an attribute or type that is not in the builtin dialect's own bytecode encoding, or whose encoding does not
   decode exactly (indices in range, lengths within the entry, dense data as long as its type says);
-* attributes or types that refer to themselves, directly or through others;
+* attributes or types that refer to themselves, directly or through others, or nest more than 64 deep;
 * a count larger than the bytes left to hold it; a top-level block with arguments; values out of range.
 
 What it accepts is parsed by MLIR in-process. It follows MLIR's builtin dialect bytecode encoding
@@ -40,6 +40,7 @@ HAS_ATTRS, HAS_RESULTS, HAS_OPERANDS, HAS_SUCCESSORS, HAS_REGIONS, HAS_USELISTS,
     0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40
 
 _MAX_DEPTH = 16  # region nesting; a ByRE module nests two deep (module > func)
+MAX_NESTING = 64  # attributes and types within each other; a ByRE module's go about six deep
 
 
 class _Bad(Exception):
@@ -472,8 +473,10 @@ class _Builtin:
                 for k, (_kind, j) in enumerate(self.attr_refs[i]):
                     if k % 2 == 0 and self.attr_code[j] != A_STRING:
                         raise _Bad(f"attribute {i}: a dictionary key that is not a string")
-        # iterative DFS over attributes and types together
+        # iterative DFS over attributes and types together: no cycles, and no nesting deeper than MAX_NESTING
+        # (MLIR's printer and verifier recurse through nested attributes: a deep enough chain overflows the stack)
         state: dict[tuple[str, int], int] = {}  # 1: on the stack, 2: done
+        depth: dict[tuple[str, int], int] = {}
         table = {"attr": self.attr_refs, "type": self.type_refs}
         for root in [("type", i) for i in range(len(self.types))] + [("attr", i) for i in range(len(self.attrs))]:
             if root in state:
@@ -485,6 +488,9 @@ class _Builtin:
                 nxt = next(it, None)
                 if nxt is None:
                     state[node] = 2
+                    depth[node] = 1 + max((depth[c] for c in table[node[0]][node[1]]), default=0)
+                    if depth[node] > MAX_NESTING:
+                        raise _Bad(f"attributes and types nested more than {MAX_NESTING} deep")
                     stack.pop()
                     continue
                 st = state.get(nxt)

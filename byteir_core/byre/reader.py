@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -33,8 +34,8 @@ def read_byre_file(data: bytes, where: str) -> tuple[ByreModule, container.Opene
     """:func:`read_byre`, and what the envelope said (``.integrity``: checked against a sha256 or not).
 
     In order: the 1.2 header or digest line (container.py), then the bytecode's structure in Python
-    (bytecode.py), then -- only for bytes no digest vouches for -- a parse in a child process (probe.py),
-    and only then MLIR in this process. Everything is a :class:`ByreFormatError` naming ``where``.
+    (bytecode.py), then -- for text, and for bytecode no digest vouches for -- a parse in a child process
+    (probe.py), and only then MLIR in this process. Everything is a :class:`ByreFormatError` naming ``where``.
     """
     from ..mlir import diagnostics_to_text, ir, new_context
 
@@ -48,7 +49,12 @@ def read_byre_file(data: bytes, where: str) -> tuple[ByreModule, container.Opene
             raise ByreFormatError(where, "not a ByRE artifact: no byre.version attribute")
         if not strings_are_utf8(source):
             raise ByreFormatError(where, "a string literal in the text is not UTF-8 once its escapes are applied")
-    if opened.integrity != container.VERIFIED:
+        deep = text_nesting(source)
+        if deep > bytecode.MAX_NESTING:
+            raise ByreFormatError(where, f"brackets nested {deep} deep (MLIR's text parser recurses on each level; "
+                                         f"a ByRE module nests fewer than {bytecode.MAX_NESTING})")
+    if opened.kind == "text" or opened.integrity != container.VERIFIED:
+        # MLIR's text parser (every registered dialect's syntax) cannot be checked ahead in Python as bytecode is
         _probe(opened, where)
     ctx = new_context()
     with ctx, ir.Location.unknown():
@@ -75,7 +81,8 @@ def _probe(opened: container.Opened, where: str) -> None:
     """Parse bytes no digest vouches for in a child first, so a crash or hang there is an error here."""
     from .probe import parse_in_child
 
-    what = "a ByRE 1.0/1.1 file" if opened.integrity == container.LEGACY else "text without a digest line"
+    what = {container.LEGACY: "a ByRE 1.0/1.1 file", container.UNVERIFIED_TEXT: "text without a digest line"}.get(
+        opened.integrity, "text")
     outcome, detail = parse_in_child(opened.body, opened.kind)
     if outcome == "ok":
         return
@@ -91,6 +98,22 @@ def _probe(opened: container.Opened, where: str) -> None:
 
     warnings.warn(f"{where}: could not check {what} in a child process ({detail}); parsing it here unchecked",
                   RuntimeWarning, stacklevel=4)
+
+
+_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|[\[\]{}()<>]|->')
+
+
+def text_nesting(text: str) -> int:
+    """How deep ``[`` ``{`` ``(`` ``<`` nest in MLIR text, outside string literals and comments."""
+    depth = deepest = 0
+    for m in _TOKEN.finditer(text):
+        t = m.group()
+        if t in "[{(<":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif t in "]})>":
+            depth -= 1
+    return deepest
 
 
 class _Reading:
