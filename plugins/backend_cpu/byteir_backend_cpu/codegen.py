@@ -98,6 +98,17 @@ def _split_after_loops(pipeline: str) -> tuple[str, str]:
     return loops, rest
 
 
+#: In a checked kernel: the shapes of its operands (``4x8;;16``: inputs then outputs, ``;``-separated), which the
+#: provider compares with the arrays it is handed (the kernel reads its sizes as constants: a smaller buffer
+#: would be read and written past its end, and the bounds checks would not see it).
+SHAPES_SYMBOL = "byteir_operand_shapes"
+
+
+def _shapes_global(cluster: Cluster) -> str:
+    text = ";".join("x".join(map(str, s.shape)) for s in (*cluster.inputs, *cluster.outputs))
+    return f'\n@{SHAPES_SYMBOL} = constant [{len(text) + 1} x i8] c"{text}\\00"\n'
+
+
 def _name_kernel_in_checks(m, name: str) -> None:
     for op in walk_ops(m):
         if op.name == "cf.assert":
@@ -379,14 +390,14 @@ def _check_cpu_name(name: str) -> None:
                           "as x86-64, x86-64-v3, x86-64-v4, znver4, skylake-avx512, or 'native'")
 
 
-def llvm_object(m) -> tuple[bytes, tuple[str, ...]]:
-    """(object code, ISA flags it may use) from an LLVM-dialect module: MLIR translates it to LLVM IR for
-    :func:`object_from_llvm_ir`."""
+def llvm_object(m, extra: str = "") -> tuple[bytes, tuple[str, ...]]:
+    """(object code, ISA flags it may use) from an LLVM-dialect module: MLIR translates it to LLVM IR (plus
+    ``extra`` LLVM IR) for :func:`object_from_llvm_ir`."""
     from torch_mlir.dialects import llvm as llvmd
 
     with m.context:
         text = llvmd.translate_module_to_llvmir(m.operation)
-    return object_from_llvm_ir(_asserts_to_stderr(_older_float_syntax(text)))
+    return object_from_llvm_ir(_asserts_to_stderr(_older_float_syntax(text)) + extra)
 
 
 _ASSERT_PRINTER = """
@@ -471,11 +482,12 @@ def _libmvec_handle():
 def compile_to_shared_object(cluster: Cluster) -> tuple[bytes, bool, tuple[str, ...]]:
     """(shared object, whether it calls the OpenMP runtime, ISA flags its code may use)."""
     threads = wants_threads(cluster)
-    m = lower_to_llvm_dialect(cluster, threads, wants_checks(), wants_poisoned_temporaries())
+    checks = wants_checks()
+    m = lower_to_llvm_dialect(cluster, threads, checks, wants_poisoned_temporaries())
     omp = openmp_library() if threads else None
     with m.context:
         try:
-            code, isa = llvm_object(m)
+            code, isa = llvm_object(m, _shapes_global(cluster) if checks else "")
         except TargetError:
             raise
         except Exception as e:  # noqa: BLE001

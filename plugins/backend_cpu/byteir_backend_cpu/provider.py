@@ -103,6 +103,15 @@ def _load_library(data: bytes) -> ctypes.CDLL:
         os.unlink(path)
 
 
+def _checked_shapes(lib) -> list[tuple[int, ...]] | None:
+    """The operand shapes a checked kernel records (``codegen.SHAPES_SYMBOL``), or None for other kernels."""
+    try:
+        raw = ctypes.string_at(ctypes.addressof(ctypes.c_char.in_dll(lib, "byteir_operand_shapes"))).decode()
+    except ValueError:  # no such symbol
+        return None
+    return [tuple(int(n) for n in s.split("x")) if s else () for s in raw.split(";")]
+
+
 class CpuProvider(Provider):
     name = "cpu"
     device = "cpu"
@@ -128,6 +137,7 @@ class CpuProvider(Provider):
         except (OSError, AttributeError) as e:
             raise ProviderError(f"{callee}: cannot load kernel {kernel.entry!r}: {e}") from None
         fn.restype = None
+        shapes = _checked_shapes(lib)  # a kernel built with BYTEIR_CPU_CHECKS=1: its operands' shapes
 
         # Descriptors are cached per operand position and reused while the same array object comes back (the
         # session's pooled arena views do on every request): a call then costs ~2 µs instead of ~10 µs.
@@ -135,6 +145,9 @@ class CpuProvider(Provider):
 
         def run(inputs, outputs):
             arrays = (*inputs, *outputs)
+            if shapes is not None and [tuple(a.shape) for a in arrays] != shapes:
+                raise ProviderError(f"{callee}: kernel {kernel.entry!r} (BYTEIR_CPU_CHECKS=1) was compiled for "
+                                    f"operands {shapes}, got {[tuple(a.shape) for a in arrays]}")
             if len(cache) != len(arrays):
                 cache[:] = [None] * len(arrays)
             refs = []

@@ -181,3 +181,34 @@ def test_nan_constants_keep_their_bits(ty, bits, np_type):
     want = int(bits, 16)
     assert [int(v) for v in got[[0, 2]]] == [want, want]
     np.testing.assert_array_equal(got[[1, 3]], x[[1, 3]].view(np_type))
+
+
+def test_a_checked_kernel_refuses_operands_of_other_shapes(monkeypatch):
+    """The kernel reads its sizes as constants: a smaller buffer would be overrun without a bounds check firing."""
+    from byteir_core.dtypes import TensorSpec
+    from byteir_core.errors import ProviderError
+    from byteir_core.interfaces import Cluster, Kernel
+    from byteir_core.mlir import ir, new_context
+
+    from byteir_backend_cpu.codegen import ENTRY, compile_to_shared_object
+    from byteir_backend_cpu.provider import FORMAT, CpuProvider
+
+    src = """func.func @main(%a: tensor<4x8xf32>, %s: tensor<f32>) -> tensor<4x8xf32> {
+      %b = stablehlo.broadcast_in_dim %s, dims = [] : (tensor<f32>) -> tensor<4x8xf32>
+      %r = stablehlo.add %a, %b : tensor<4x8xf32>
+      return %r : tensor<4x8xf32>
+    }"""
+    specs = [TensorSpec((4, 8), "f32"), TensorSpec((), "f32")]
+    out = np.zeros((4, 8), np.float32)
+    for checks in (True, False):
+        monkeypatch.setenv("BYTEIR_CPU_CHECKS", "1" if checks else "0")
+        with new_context():
+            m = ir.Module.parse(src)
+        so, _, _ = compile_to_shared_object(Cluster("c3", "cpu", m, specs, specs[:1], ["stablehlo.add"]))
+        fn = CpuProvider().load("cpu.native", Kernel(FORMAT, so, ENTRY), {})
+        fn([np.ones((4, 8), np.float32), np.array(2, np.float32)], [out])
+        np.testing.assert_array_equal(out, 3)
+        if checks:
+            with pytest.raises(ProviderError, match=r"compiled for operands \[\(4, 8\), \(\), \(4, 8\)\], got "
+                                                    r"\[\(2, 8\), \(\), \(4, 8\)\]"):
+                fn([np.ones((2, 8), np.float32), np.array(2, np.float32)], [out])
