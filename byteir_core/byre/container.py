@@ -92,6 +92,9 @@ def open_bytes(data: bytes, where: str, newest: str) -> Opened:
         raise ByreFormatError(where, "file is empty")
     if data.startswith(MLIR_MAGIC):
         return _open_binary(data, where, newest_v, newest)
+    if _PRODUCER_RE.search(data[:5 + _MAX_PRODUCER]):
+        raise ByreFormatError(where, f"damaged ByRE header: the file starts with {data[:5]!r}, not the magic "
+                                     f"{_CONTAINER_START[:5]!r}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
