@@ -14,7 +14,8 @@ several threads, against its single-threaded results and eager.
 
 Per case it prints the requests, wall time, requests/s, mismatches against the single-threaded results (must be
 0), resident memory (``/proc/self/statm``) after warm-up and at the end (after ``gc.collect()``), and the growth
-in MB per 1,000 requests.
+in MB per 1,000 requests. For torch.compile it also reports graphs compiled again while the threads ran (Dynamo
+guards failing under concurrency) and a changed torch thread count. Exit status 1 on any mismatch or problem.
 """
 
 from __future__ import annotations
@@ -234,11 +235,13 @@ def session_case(program: str, target: str, threads: int, requests: int, warmup:
                 name=f"{program} / {target}")
 
 
-def torch_compile_case(threads: int, requests: int, warmup: int) -> tuple[SoakResult, float]:
+def torch_compile_case(threads: int, requests: int, warmup: int) -> tuple[SoakResult, float, str]:
     """The tiny transformer under ``torch.compile(backend="byteir")``, called from ``threads`` threads (grad
     off in each: grad mode is per thread, and a guard on it would recompile). Returns the result against the
-    compiled model's single-threaded outputs, and the largest difference from eager."""
+    compiled model's single-threaded outputs, the largest difference from eager, and a problem seen on the way
+    (graphs compiled again under threads, torch's thread count changed), or ''."""
     import torch
+    from byteir_frontend_torch.dynamo import compile_log
 
     model, seq, vocab = tiny_transformer(**TRANSFORMER["cpu"])
     compiled = torch.compile(model, backend="byteir")
@@ -250,6 +253,7 @@ def torch_compile_case(threads: int, requests: int, warmup: int) -> tuple[SoakRe
         expected = [compiled(*x).clone() for x in inputs]
     print(f"  torch.compile: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
     diff = max(float((e - c).abs().max()) for e, c in zip(eager, expected))
+    graphs, torch_threads = len(compile_log), torch.get_num_threads()
 
     def call(x):
         with torch.no_grad():
@@ -258,8 +262,15 @@ def torch_compile_case(threads: int, requests: int, warmup: int) -> tuple[SoakRe
     def check(got, want):
         return torch.equal(got, want)
 
-    return soak(call, inputs, expected, threads=threads, requests=requests, warmup=warmup,
-                name="transformer / torch.compile", check=check), diff
+    r = soak(call, inputs, expected, threads=threads, requests=requests, warmup=warmup,
+             name="transformer / torch.compile", check=check)
+    problems = []
+    if len(compile_log) != graphs:  # Dynamo guards failed under threads: byteir compiled (or fetched) again
+        problems.append(f"{len(compile_log) - graphs} graph(s) compiled again under threads (Dynamo recompiles; "
+                        "past its recompile_limit the frame runs in eager)")
+    if torch.get_num_threads() != torch_threads:
+        problems.append(f"torch's thread count changed from {torch_threads} to {torch.get_num_threads()}")
+    return r, diff, "; ".join(problems)
 
 
 def main(argv=None) -> int:
@@ -285,8 +296,11 @@ def main(argv=None) -> int:
             print(r.line(), flush=True)
             results.append(r)
     if "torch.compile" in only:
-        r, diff = torch_compile_case(args.threads, args.requests, args.warmup)
+        r, diff, problem = torch_compile_case(args.threads, args.requests, args.warmup)
         print(r.line() + f"  (max |compiled - eager| {diff:.2e})", flush=True)
+        if problem:
+            print(f"  PROBLEM: {problem}", flush=True)
+            r.errors.append(problem)
         results.append(r)
     bad = [r for r in results if r.mismatches or r.errors]
     for r in bad:
