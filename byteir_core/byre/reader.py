@@ -101,6 +101,7 @@ def _probe(opened: container.Opened, where: str) -> None:
 
 
 _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|//[^\n]*|[\[\]{}()<>]|->')
+_OPEN, _CLOSE = frozenset("[{(<"), frozenset("]})>")
 
 
 def text_nesting(text: str) -> int:
@@ -108,10 +109,10 @@ def text_nesting(text: str) -> int:
     depth = deepest = 0
     for m in _TOKEN.finditer(text):
         t = m.group()
-        if t in "[{(<":
+        if t in _OPEN:
             depth += 1
             deepest = max(deepest, depth)
-        elif t in "]})>":
+        elif t in _CLOSE:
             depth -= 1
     return deepest
 
