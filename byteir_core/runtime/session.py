@@ -463,19 +463,22 @@ class RequestContext:
         taken zero-copy), a raw host pointer (int), or a Python float/list/tuple of the argument's shape (inputs).
         Binding again after :meth:`finish_io_binding` rebinds for the next :meth:`run`."""
         bm = self.module
-        if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
-            raise InputError(f"argument offset must be an int (get_input_arg_offsets() lists them), got "
-                             f"{type(offset).__name__} {offset!r}")
+        if type(offset) is not int:
+            if isinstance(offset, (bool, np.bool_)) or not isinstance(offset, (int, np.integer)):
+                raise InputError(f"argument offset must be an int (get_input_arg_offsets() lists them), got "
+                                 f"{type(offset).__name__} {offset!r}")
+            offset = int(offset)
         if not 0 <= offset < len(bm.args):
             raise InputError(f"argument offset {offset} is out of range (0..{len(bm.args) - 1})")
-        offset = int(offset)
         a = bm.args[offset]
         if a.kind == "weight":
             raise InputError(f"argument {offset} ({a.name}) is a weight; the session binds it")
-        if isinstance(value, (bool, np.bool_)) or (isinstance(value, _PYTHON_VALUES) and not isinstance(value, int)):
-            value = _python_value(offset, a, value)
-        elif isinstance(value, int):
-            _check_pointer(offset, a, value)
+        if type(value) is not np.ndarray:
+            if isinstance(value, (bool, np.bool_)) or (isinstance(value, _PYTHON_VALUES)
+                                                        and not isinstance(value, int)):
+                value = _python_value(offset, a, value)
+            elif isinstance(value, int):
+                _check_pointer(offset, a, value)
         device = self.session._arg_devices[offset]
         if device == HOST:
             self._args[offset] = _host_argument(offset, a, value)
@@ -700,7 +703,9 @@ def _declared(value):
 def _host_argument(offset: int, a, value) -> np.ndarray:
     """``value`` as a host array of the argument's shape and dtype (an int is a raw host pointer). Inputs that are
     strided, misaligned or in the other byte order are copied; outputs must be writable C-contiguous arrays."""
-    if isinstance(value, int):
+    if type(value) is np.ndarray:  # the common case, kept short: bind_arg is on every request's path
+        arr = value
+    elif isinstance(value, int):
         buf = (ctypes.c_uint8 * a.spec.nbytes).from_address(value)
         arr = np.ctypeslib.as_array(buf).view(a.spec.np_dtype).reshape(a.spec.shape)
     else:
@@ -708,15 +713,17 @@ def _host_argument(offset: int, a, value) -> np.ndarray:
             arr = _read_host(value)
         except _Unreadable as e:
             raise InputError(f"{_expected(offset, a)}, got {e.what}: {e.why}") from None
-    want = a.spec.np_dtype
-    if a.kind == "input" and arr.dtype != want and arr.dtype.newbyteorder("=") == want:
-        arr = arr.astype(want)  # the same type in the other byte order
-    if tuple(arr.shape) != a.spec.shape or arr.dtype != want:
-        raise _mismatch(offset, a, arr.dtype, arr.shape)
+    spec = a.spec
+    if arr.dtype != spec.np_dtype or arr.shape != spec.shape:
+        if a.kind == "input" and arr.dtype.newbyteorder("=") == spec.np_dtype:
+            arr = arr.astype(spec.np_dtype)  # the same type in the other byte order
+        if arr.shape != spec.shape or arr.dtype != spec.np_dtype:
+            raise _mismatch(offset, a, arr.dtype, arr.shape)
+    flags = arr.flags
     if a.kind == "output":
-        if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):
+        if not (flags.c_contiguous and flags.writeable and flags.aligned):
             raise InputError(f"output argument {offset} ({a.name}) must be a writable, aligned, C-contiguous array")
-    elif not (arr.flags.c_contiguous and arr.flags.aligned):
+    elif not (flags.c_contiguous and flags.aligned):
         arr = np.require(arr, requirements="CA")
     return arr
 
