@@ -2,7 +2,8 @@
 against): gather, dynamic_slice and dynamic_update_slice clamp as the StableHLO spec says, scatter skips update
 elements that fall outside, for negative, huge and extreme i32/i64 indices and unsigned ones (cases in
 ``index_clamping.py``, checked against NumPy written from the spec); the backends' tests are
-``plugins/backend_cpu/tests/test_cpu_index_clamping.py`` and ``plugins/backend_cuda/tests/test_cuda_index_clamping.py``."""
+``plugins/backend_cpu/tests/test_cpu_index_clamping.py`` and
+``plugins/backend_cuda/tests/test_cuda_index_clamping.py``."""
 
 import numpy as np
 import pytest
