@@ -446,9 +446,14 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
 def _torch_pool_parked():
     """PyTorch's OpenMP workers stay spinning after torch ops and take the cores byteir's kernels and BLAS
     threads need (measured: a LLaMA forward 244 ms with them spinning, 13 ms parked). One intra-op thread while
-    a byteir artifact runs parks them; the setting is restored afterwards."""
+    a byteir artifact runs parks them; the setting is restored afterwards.
+
+    Only in a single-threaded process: ``torch.set_num_threads`` is process-wide and Dynamo guards on it, so
+    with other threads about, one caller's setting would be seen by another (who would then run on one thread,
+    and whose compiled frame would fail its guard and recompile: past Dynamo's recompile limit it runs in
+    eager). A thread started while one is inside finds one intra-op thread until that call returns."""
     n = torch.get_num_threads()
-    if n == 1:
+    if n == 1 or threading.active_count() > 1:
         yield
         return
     torch.set_num_threads(1)

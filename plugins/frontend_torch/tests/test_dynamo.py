@@ -298,3 +298,42 @@ def test_a_plugin_that_raises_never_breaks_the_users_program(tmp_path, mode, say
                        env=env)
     assert r.returncode == 0 and r.stdout.startswith("RAISED"), r.stdout + r.stderr[-2000:]
     assert says.split(": ")[-1] in r.stdout
+
+
+def test_compiled_model_called_from_several_threads_never_recompiles():
+    """Issue 13 item 5: torch.set_num_threads (parking torch's OpenMP pool around byteir's kernels) is
+    process-wide and Dynamo guards on it; from several threads it made frames recompile (7 of 8 threads) and
+    could leave torch on one thread. From threads: no new compiles, results equal eager, the setting intact."""
+    import threading
+
+    from byteir_frontend_torch import dynamo
+
+    torch.manual_seed(0)
+    model = zoo.MLP().eval()
+    compiled = torch.compile(model, backend="byteir")
+    xs = [torch.randn(2, 16) for _ in range(4)]
+    threads_before = torch.get_num_threads()
+    with torch.no_grad():
+        compiled(xs[0])  # compiled once, single-threaded
+        expected = [model(x) for x in xs]
+    n_compiles = len(dynamo.compile_log)
+    results, errors = {}, []
+
+    def work(k):
+        try:
+            with torch.no_grad():
+                for _ in range(25):
+                    results[k] = compiled(xs[k])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors, errors
+    for k in range(4):
+        torch.testing.assert_close(results[k], expected[k], rtol=1e-4, atol=1e-5)
+    assert len(dynamo.compile_log) == n_compiles, dynamo.compile_log[n_compiles:]
+    assert torch.get_num_threads() == threads_before
