@@ -124,3 +124,34 @@ def test_the_command_line_checks_artifact_files(tmp_path, capsys):
     art.save(p)
     assert main([str(p)]) == 0
     assert "memory plan sound" in capsys.readouterr().out
+
+
+def test_poison_reaches_device_arenas_through_their_memory():
+    """A device array NumPy cannot write is filled through its memory's from_host, on the request's stream."""
+    from types import SimpleNamespace
+
+    from byteir_core.interfaces import DeviceMemory
+    from byteir_core.runtime.debug import poison_request
+
+    class Opaque:
+        def __init__(self, n):
+            self.data = np.zeros(n, np.uint8)
+
+    class Memory(DeviceMemory):
+        def __init__(self):
+            self.calls = []
+
+        def from_host(self, host, dst, stream=None):
+            self.calls.append(stream)
+            dst.data[:] = host
+
+    mem = Memory()
+    bm = ByreModule(args=[Arg("y", "output", SPEC)], buffers=[Buffer(0, SPEC, "arg", arg=0, device="dev"),
+                                                              Buffer(1, SPEC, "alloc", device="dev")],
+                    steps=[], kernels={}, weights={}, arenas={"dev": 64})
+    arena, out = Opaque(64), Opaque(16)
+    req = SimpleNamespace(session=SimpleNamespace(_memories={"dev": mem}, _arg_devices=["dev"]), module=bm,
+                          stream="s1", _workspace=SimpleNamespace(arenas={"dev": arena}), _args={0: out})
+    poison_request(req)
+    assert mem.calls == ["s1", "s1"]
+    assert (arena.data == 0xFF).all() and (out.data == 0xFF).all()
