@@ -337,3 +337,19 @@ def assert_matches(got: np.ndarray, want: np.ndarray, op: str, inputs) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=where)
     else:
         np.testing.assert_array_equal(got, want, err_msg=where)
+
+
+def check_against_spec_and_reference(session, text: str, op: str, case: str, idx_type: str, seed: int,
+                                     n: int) -> None:
+    """``session`` (a backend's artifact of ``text``) against the spec's NumPy model and the reference
+    interpreter, bit for bit, on ``n`` adversarial index sets; the inputs must come back unchanged."""
+    import byteir_core
+
+    ref = byteir_core.load(byteir_core.compile(text, target="reference").to_bytes())
+    for inputs, want in cases(op, case, idx_type, np.random.default_rng(seed), n=n):
+        before = [a.copy() for a in inputs]
+        got = np.asarray(session.run(*inputs)[0])
+        assert_matches(got, want, op, inputs)
+        assert_matches(got, ref.run(*inputs)[0], op, inputs)
+        for a, b in zip(inputs, before):
+            assert a.tobytes() == b.tobytes()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import byteir_core
-from index_clamping import CASES, assert_matches, cases, in_while, program
+from index_clamping import CASES, assert_matches, cases, check_against_spec_and_reference, in_while, program
 
 
 def _backend(op: str, nested: bool) -> str:
@@ -28,15 +28,7 @@ def test_cpu_clamps_like_the_spec(op, case, idx_type, nested):
     assert name in art.report["ops_per_backend"].get(_backend(op, nested), {}), art.report["ops_per_backend"]
     assert "reference" not in art.report["ops_per_backend"]
     cpu = byteir_core.load(art.to_bytes())
-    ref = byteir_core.load(byteir_core.compile(text, target="reference").to_bytes())
-    rng = np.random.default_rng(11)
-    for inputs, want in cases(op, case, idx_type, rng, n=8):
-        before = [a.copy() for a in inputs]
-        got = cpu.run(*inputs)[0]
-        assert_matches(got, want, op, inputs)
-        assert_matches(got, ref.run(*inputs)[0], op, inputs)
-        for a, b in zip(inputs, before):
-            assert a.tobytes() == b.tobytes()
+    check_against_spec_and_reference(cpu, text, op, case, idx_type, seed=11, n=8)
 
 
 @pytest.mark.parametrize("idx_type", ["i8", "i16"])

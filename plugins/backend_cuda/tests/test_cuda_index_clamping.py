@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from cuda_check import compile_cuda, load_interpreted
 
-import byteir_core
-from index_clamping import CASES, GATHERS, adversarial, assert_matches, cases, gather_spec, index_array, program
+from index_clamping import CASES, GATHERS, adversarial, check_against_spec_and_reference, gather_spec, index_array, program
 
 #: Cases whose op the cuda backend must have claimed (a silent fallback to cpu cannot pass).
 ON_CUDA = {"dynamic_slice": "stablehlo.dynamic_slice", "gather": "stablehlo.gather",
@@ -28,15 +27,7 @@ def test_cuda_clamps_like_the_spec(op, case, idx_type):
         assert ON_CUDA[op] in per.get("cuda", {}), per
     assert "reference" not in per
     session = load_interpreted(art)
-    ref = byteir_core.load(byteir_core.compile(text, target="reference").to_bytes())
-    rng = np.random.default_rng(21)
-    for inputs, want in cases(op, case, idx_type, rng, n=6):
-        before = [a.copy() for a in inputs]
-        got = np.asarray(session.run(*inputs)[0])
-        assert_matches(got, want, op, inputs)
-        assert_matches(got, ref.run(*inputs)[0], op, inputs)
-        for a, b in zip(inputs, before):
-            assert a.tobytes() == b.tobytes()
+    check_against_spec_and_reference(session, text, op, case, idx_type, seed=21, n=6)
 
 
 @pytest.mark.parametrize("idx_type", ["i32", "i64"])
