@@ -27,15 +27,7 @@ def _zoo():
         import zoo
     finally:
         sys.path.remove(ZOO_DIR)
-    return {
-        "mlp": (zoo.MLP, lambda: (torch.randn(4, 16),)),
-        "cnn-batchnorm": (zoo.CNN, lambda: (torch.randn(2, 3, 16, 16),)),
-        "lstm": (zoo.LSTMTagger, lambda: (torch.randint(0, 50, (2, 7)),)),
-        "transformer-encoder-layer": (zoo.Encoder, lambda: (torch.randn(2, 6, 32),)),
-        "in-place-and-aliasing": (zoo.InPlace, lambda: (torch.randn(3, 4),)),
-        "multiple-outputs": (zoo.MultiOut, lambda: (torch.randn(2, 8), torch.randn(2, 8))),
-        "int64-inputs": (zoo.IntInputs, lambda: (torch.randint(0, 100, (2, 5)), torch.randint(0, 1000, (2, 5)))),
-    }
+    return zoo.CASES
 
 
 def _transformer(name, dtype):

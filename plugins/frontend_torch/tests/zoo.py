@@ -77,3 +77,15 @@ class IntInputs(nn.Module):
     def forward(self, ids, positions):
         e = self.emb(ids) + self.emb(positions % 100)
         return e.sum(-1), (ids * 3 + positions).argmax(-1)
+
+
+#: Each zoo model with a function making example inputs: the cases the whole-model tests compile.
+CASES = {
+    "mlp": (MLP, lambda: (torch.randn(4, 16),)),
+    "cnn-batchnorm": (CNN, lambda: (torch.randn(2, 3, 16, 16),)),
+    "lstm": (LSTMTagger, lambda: (torch.randint(0, 50, (2, 7)),)),
+    "transformer-encoder-layer": (Encoder, lambda: (torch.randn(2, 6, 32),)),
+    "in-place-and-aliasing": (InPlace, lambda: (torch.randn(3, 4),)),
+    "multiple-outputs": (MultiOut, lambda: (torch.randn(2, 8), torch.randn(2, 8))),
+    "int64-inputs": (IntInputs, lambda: (torch.randint(0, 100, (2, 5)), torch.randint(0, 1000, (2, 5)))),
+}
