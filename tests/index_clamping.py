@@ -61,6 +61,16 @@ def dynamic_update_slice_spec(x: np.ndarray, update: np.ndarray, starts) -> np.n
     return out
 
 
+def _start_index(indices: np.ndarray, batch_index: list[int], index_vector_dim: int) -> list[int]:
+    """The start index a gather/scatter reads at ``batch_index``: a vector along ``index_vector_dim``, or one
+    scalar when that dim is past the last (the spec's implicit trailing 1)."""
+    if index_vector_dim < indices.ndim:
+        pos = list(batch_index)
+        pos.insert(index_vector_dim, slice(None))
+        return [int(v) for v in indices[tuple(pos)]]
+    return [int(indices[tuple(batch_index)])]
+
+
 def gather_spec(operand: np.ndarray, start_indices: np.ndarray, *, offset_dims, collapsed_slice_dims,
                 start_index_map, index_vector_dim, slice_sizes, operand_batching_dims=(),
                 start_indices_batching_dims=()) -> np.ndarray:
@@ -80,12 +90,7 @@ def gather_spec(operand: np.ndarray, start_indices: np.ndarray, *, offset_dims, 
     result = np.empty(shape, operand.dtype)
     for result_index in itertools.product(*(range(n) for n in shape)):
         batch_index = [result_index[d] for d in batch_dims]
-        if index_vector_dim < start_indices.ndim:
-            pos = list(batch_index)
-            pos.insert(index_vector_dim, slice(None))
-            start_index = [int(v) for v in start_indices[tuple(pos)]]
-        else:
-            start_index = [int(start_indices[tuple(batch_index)])]
+        start_index = _start_index(start_indices, batch_index, index_vector_dim)
         full_start = [0] * rank
         for d_start, d_operand in enumerate(start_index_map):
             full_start[d_operand] = clamp(start_index[d_start], 0, operand.shape[d_operand] - slice_sizes[d_operand])
@@ -110,13 +115,7 @@ def scatter_spec(operand: np.ndarray, scatter_indices: np.ndarray, updates: np.n
     scatter_dims = [d for d in range(updates.ndim) if d not in update_window_dims]
     window_dims = [d for d in range(rank) if d not in inserted_window_dims]
     for update_index in itertools.product(*(range(n) for n in updates.shape)):
-        update_scatter_index = [update_index[d] for d in scatter_dims]
-        if index_vector_dim < scatter_indices.ndim:
-            pos = list(update_scatter_index)
-            pos.insert(index_vector_dim, slice(None))
-            start_index = [int(v) for v in scatter_indices[tuple(pos)]]
-        else:
-            start_index = [int(scatter_indices[tuple(update_scatter_index)])]
+        start_index = _start_index(scatter_indices, [update_index[d] for d in scatter_dims], index_vector_dim)
         full_start = [0] * rank
         for d_start, d_operand in enumerate(scatter_dims_to_operand_dims):
             full_start[d_operand] = start_index[d_start]
