@@ -212,7 +212,9 @@ def _epilogue_ok(op) -> bool:
         return _is_zero(other) and _same(_previous(op), px)
     if po is not None and po.name == "stablehlo.broadcast_in_dim" and _bias_vector(po) is not None:
         return _same(_previous(op), po) and _same(_previous(po), px)
-    return _same(_previous(op), px) and not _same(po, px)  # + residual
+    # + residual: a whole tensor the runtime passes (a constant one, e.g. a folded broadcast bias, would be
+    # cluster-local and has no argument to pass it through: the add then stays with the cpu backend)
+    return _same(_previous(op), px) and not _same(po, px) and (po is None or po.name != "stablehlo.constant")
 
 
 def _epilogue_steps(conv, ops, args) -> str:

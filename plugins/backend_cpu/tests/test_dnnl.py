@@ -248,3 +248,22 @@ def test_a_new_axis_is_not_read_as_a_broadcast():
     mm(a[None], b[None], out)
     np.testing.assert_allclose(out[0], a @ b, rtol=1e-4, atol=1e-4)
     assert "ref" not in mm.impl, mm.impl
+
+
+def test_a_constant_residual_stays_out_of_the_library_call():
+    """conv(x) + C with C a whole-tensor constant (a bias broadcast folded by constant folding, as in ONNX
+    DenseNet-121) has no runtime argument to pass C through: the add stays in generated code. It used to fail
+    the compile ("a residual operand must be a cluster input")."""
+    c = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    text = f"""func.func @main(%x: tensor<1x4x6x6xf32>, %w: tensor<4x4x3x3xf32>) -> tensor<1x4x6x6xf32> {{
+  %k = stablehlo.constant dense<{np.array2string(c, separator=',', threshold=10**6, floatmode='unique')}> : tensor<1x4x6x6xf32>
+  %c = stablehlo.convolution(%x, %w) dim_numbers = [b, f, 0, 1]x[o, i, 0, 1]->[b, f, 0, 1], window = {{pad = [[1, 1], [1, 1]]}} {{batch_group_count = 1 : i64, feature_group_count = 1 : i64}} : (tensor<1x4x6x6xf32>, tensor<4x4x3x3xf32>) -> tensor<1x4x6x6xf32>
+  %s = stablehlo.add %c, %k : tensor<1x4x6x6xf32>
+  return %s : tensor<1x4x6x6xf32>
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    x = rng.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    (got,) = byteir_core.load(art).run(x, w)
+    want = ref_conv(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 1) + c
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
