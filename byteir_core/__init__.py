@@ -12,7 +12,7 @@ from importlib import metadata as _metadata
 try:
     __version__ = _metadata.version("byteir-core")
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.2.1+src"
+    __version__ = "0.2.2+src"
 
 from .errors import (  # noqa: E402
     ArtifactIntegrityError,
@@ -45,7 +45,9 @@ def compile(model, example_inputs=None, *, target="cpu", frontend=None, pass_gro
     pass_groups     the ``hlo`` pass groups to run (default: every default group)
     output          where to save (``.byre`` bytecode, ``.byre.mlir`` text); written atomically
     dump_dir        write the IR after every stage here
-    input_shapes    static shapes for @main's dynamic arguments, e.g. ``[[1, 3, 224, 224]]``
+    input_shapes    static shapes for @main's dynamic arguments: one per argument, e.g. ``[[1, 3, 224, 224]]``,
+                    or by input name, e.g. ``{"input": [1, 3, 224, 224]}`` (CLI: ``--input-shape
+                    input=1x3x224x224``)
     options         frontend options (the torch frontend's: ``train``, ``fx_passes``, ...); an unknown key is
                     an :class:`OptionError` listing the frontend's options
     progress        None: a progress line on stderr when it is a terminal and the compile takes over a second

@@ -26,6 +26,7 @@ __all__ = [
     "module_to_bytecode",
     "clone_module",
     "walk_ops",
+    "register_torch_dialects",
 ]
 
 _passes_lock = threading.Lock()
@@ -38,6 +39,11 @@ def _register_passes_once() -> None:
     with _passes_lock:
         if not _passes_registered:
             stablehlo_api.register_stablehlo_passes()
+            # empty dialect modules, so wrapping a stablehlo/chlo/byre op no longer retries a failing import
+            # each time (byteir_core._dialects)
+            from torch_mlir._mlir_libs import _mlir
+
+            _mlir.globals.append_dialect_search_prefix("byteir_core._dialects")
             _passes_registered = True
 
 
@@ -125,3 +131,23 @@ def clone_module(module: ir.Module) -> ir.Module:
     """A deep copy of ``module`` in the same context."""
     with module.context:
         return ir.Module.parse(module_to_bytecode(module))
+
+
+def register_torch_dialects(context: ir.Context) -> None:
+    """torch-mlir's ``torch`` and ``torch_c`` dialects in ``context``, once, for frontends that import into the
+    torch dialect first (PyTorch via the FX importer, ONNX via the ONNX importer). Does not import torch."""
+    from torch_mlir.dialects import torch as torch_d
+
+    if getattr(context, "_byteir_torch_registered", False):
+        return
+    torch_d.register_dialect(context)
+    # torch_c (TorchConversion) has no Python registration; running a pass that depends on it once on an
+    # empty module loads it (a pass's dependent dialects), so the torch_c.* ops created by name are registered
+    # ops and not unregistered look-alikes (core contexts accept unregistered ops for byre.*).
+    with context, ir.Location.unknown():
+        run_pipeline(ir.Module.create(), "torch-func-backend-type-conversion")
+    context.get_dialect_descriptor("torch_c")
+    try:
+        context._byteir_torch_registered = True
+    except AttributeError:
+        pass

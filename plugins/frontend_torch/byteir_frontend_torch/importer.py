@@ -70,20 +70,9 @@ class _Literals:
 
 
 def register_torch_dialect(context) -> None:
-    from torch_mlir.dialects import torch as torch_d
+    from byteir_core.mlir import register_torch_dialects
 
-    if not getattr(context, "_byteir_torch_registered", False):
-        torch_d.register_dialect(context)
-        # torch_c (TorchConversion) has no Python registration; running a pass that depends on it once on an
-        # empty module loads it (a pass's dependent dialects), so the torch_c.* ops we create by name are
-        # registered ops and not unregistered look-alikes (core contexts accept unregistered ops for byre.*).
-        with context, ir.Location.unknown():
-            run_pipeline(ir.Module.create(), "torch-func-backend-type-conversion")
-        context.get_dialect_descriptor("torch_c")
-        try:
-            context._byteir_torch_registered = True
-        except AttributeError:
-            pass
+    register_torch_dialects(context)
 
 
 class _ProgramView:
