@@ -25,16 +25,28 @@ def _console(stderr=False):
 
 
 def _shapes(text: str | None):
-    """``1x3x224x224,4`` -> [[1, 3, 224, 224], [4]]; ``scalar`` for rank 0."""
+    """``1x3x224x224,4`` -> [[1, 3, 224, 224], [4]] (one per input, in order; ``scalar`` for rank 0), or
+    ``input=1x3x224x224,mask=1x128`` -> {"input": [1, 3, 224, 224], "mask": [1, 128]} (by input name)."""
     if not text:
         return None
-    out = []
-    for part in text.split(","):
-        part = part.strip()
+    parts = [p.strip() for p in text.split(",")]
+    named = ["=" in p for p in parts]
+    if any(named) and not all(named):
+        raise ByteirError(f"--input-shape {text!r}: give every shape by name (name=1x3x224x224,...) or none")
+    out: list | dict = {} if all(named) else []
+    for part in parts:
+        name, _, dims = part.rpartition("=")
         try:
-            out.append([] if part in ("", "scalar") else [int(d) for d in part.split("x")])
+            shape = [] if dims in ("", "scalar") else [int(d) for d in dims.split("x")]
         except ValueError:
-            raise ByteirError(f"--input-shape: {part!r} is not like 1x3x224x224") from None
+            raise ByteirError(f"--input-shape: {part!r} is not like 1x3x224x224 or name=1x3x224x224") from None
+        if isinstance(out, dict):
+            if not name or name in out:
+                raise ByteirError(f"--input-shape: {part!r}: " + ("an empty name" if not name else
+                                                                  f"{name!r} is given twice"))
+            out[name] = shape
+        else:
+            out.append(shape)
     return out
 
 
@@ -444,8 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     frontend = "read the model with this frontend; {frontends} (default: the first that accepts the model's file)"
     groups = ("comma-separated hlo pass groups to run, e.g. legalize,fold-constants; {pass_groups} (default: every "
               "default group)")
-    shapes = ("static shapes for the inputs, comma-separated, dims joined by x, 'scalar' for rank 0: e.g. "
-              "1x3x224x224,4x16 (needed for programs with dynamic dims)")
+    shapes = ("static shapes for the inputs, comma-separated, dims joined by x, 'scalar' for rank 0: one per "
+              "input in order, e.g. 1x3x224x224,4x16, or by input name, e.g. input=1x3x224x224,mask=1x128 "
+              "(needed for programs with dynamic dims)")
 
     c = sub.add_parser("compile", help="compile a model into a .byre artifact", **fmt)
     c.add_argument("model", help=model)

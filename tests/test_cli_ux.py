@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from test_cli import MLP, assert_clean_error, byteir
 
+import byteir_core
+
 
 def assert_one_line_error(r, *needles):
     assert_clean_error(r, *needles)
@@ -197,3 +199,23 @@ def test_inputs_that_are_not_an_npz_are_one_line(mlp_byre, tmp_path):
     (tmp_path / "text.npz").write_text("input0 = 1\n")
     for name in ("empty.npz", "one.npy", "text.npz"):
         assert_one_line_error(byteir("run", mlp_byre, "--inputs", tmp_path / name), f"--inputs {tmp_path / name}")
+
+
+def test_input_shapes_by_name_pin_the_named_arguments(tmp_path):
+    """--input-shape name=1x3x224x224 (the ONNX habit): by the entry's argument names (input{i} when the
+    frontend gave none); an unknown name lists the real ones; mixing named and positional is refused."""
+    from byteir_core.cli import _shapes
+
+    assert _shapes("image=1x3x8x8,mask=scalar") == {"image": [1, 3, 8, 8], "mask": []}
+    assert _shapes("1x3,4") == [[1, 3], [4]]
+    with pytest.raises(byteir_core.ByteirError, match="by name"):
+        _shapes("image=1x3,4")
+    prog = tmp_path / "dyn.mlir"
+    prog.write_text("func.func @main(%x: tensor<?x4xf32>, %y: tensor<4xf32>) -> tensor<?x4xf32> {\n"
+                    "  %b = stablehlo.broadcast_in_dim %y, dims = [1] : (tensor<4xf32>) -> tensor<3x4xf32>\n"
+                    "  %c = stablehlo.convert %x : tensor<?x4xf32>\n"
+                    "  return %c : tensor<?x4xf32>\n}\n")
+    art = byteir_core.compile(str(prog), target="reference", input_shapes={"input0": [3, 4]})
+    assert list(art.module.args[0].spec.shape) == [3, 4]
+    with pytest.raises(byteir_core.ByteirError, match="'x0'.*input0, input1"):
+        byteir_core.compile(str(prog), target="reference", input_shapes={"x0": [3, 4]})

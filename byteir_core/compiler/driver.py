@@ -124,14 +124,26 @@ def run_pass_group(module, group) -> None:
         raise PassGroupError(f"pass group {group.name!r} left an invalid module")
 
 
-def refine_arguments(module, shapes: Sequence[Sequence[int]]) -> None:
+def refine_arguments(module, shapes) -> None:
+    """Give @main's arguments static types: ``shapes`` is one shape per argument, in order, or a dict by
+    argument name (``byteir.name``; arguments left out keep their types, which must then be static)."""
     main = entry_function(module)
     block = main.regions[0].blocks[0]
-    if len(shapes) != len(block.arguments):
+    if isinstance(shapes, dict):
+        names = _names(main, "arg_attrs", "input", len(block.arguments))
+        unknown = [k for k in shapes if k not in names]
+        if unknown:
+            raise FrontendError(f"--input-shape names {', '.join(map(repr, unknown))}, which are not inputs; "
+                                f"the inputs: {', '.join(names)}")
+        shapes = [shapes.get(n) for n in names]
+    elif len(shapes) != len(block.arguments):
         raise FrontendError(f"--input-shape gives {len(shapes)} shapes, @main takes {len(block.arguments)} arguments")
     types = []
     for i, (a, shape) in enumerate(zip(block.arguments, shapes)):
         t = ir.RankedTensorType(a.type)
+        if shape is None:
+            types.append(str(t))
+            continue
         if len(shape) != t.rank or any(d != s for d, s in zip(t.shape, shape) if not ir.ShapedType.is_dynamic_size(d)):
             raise FrontendError(f"--input-shape for argument {i}: {list(shape)} does not fit its type {a.type}")
         with module.context, ir.Location.unknown():
@@ -156,7 +168,7 @@ def _is_weight(const_op) -> bool:
 def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str = "cpu",
             frontend: str | None = None, pass_groups: Sequence[str] | None = None,
             output: str | Path | None = None, dump_dir: str | Path | None = None,
-            input_shapes: Sequence[Sequence[int]] | None = None, options: dict | None = None,
+            input_shapes: Sequence[Sequence[int]] | dict | None = None, options: dict | None = None,
             progress: bool | Callable[[str], None] | None = None) -> Artifact:
     """Compile ``model`` into a ByRE artifact: the public :func:`byteir_core.compile` documents every argument."""
     registry = get_registry()
@@ -180,7 +192,7 @@ def _compile(model, example_inputs, registry, fe, target, pass_groups, output, d
     stages = _Stages(str(dump_dir) if dump_dir else None, progress)
     ctx = new_context()
     if input_shapes and "input_shapes" in fe.options:  # a frontend that can specialize before lowering
-        options = {**options, "input_shapes": [list(s) for s in input_shapes]}
+        options = {**options, "input_shapes": _shape_arg(input_shapes)}
     module = stages.run(f"frontend:{fe.name}", fe.to_stablehlo, model, example_inputs, options, ctx)
     if not isinstance(module, ir.Module) or module.context is not ctx:
         raise FrontendError(f"frontend {fe.name!r} must return an ir.Module built in the context it was given")
@@ -216,7 +228,7 @@ def _compile(model, example_inputs, registry, fe, target, pass_groups, output, d
     stages.run("memory-plan", plan_memory, bm)
     opts_hash = hashlib.sha256(json.dumps(
         {"target": target, "frontend": fe.name, "pass_groups": [g.name for g in groups],
-         "input_shapes": [list(s) for s in input_shapes or []], "options": options},
+         "input_shapes": _shape_arg(input_shapes or []), "options": options},
         sort_keys=True, default=str).encode()).hexdigest()[:16]
     from .. import __version__
 
@@ -261,6 +273,13 @@ def _warn_if_target_missing(target: str, registry: Registry, report: dict) -> No
     warnings.warn(ByteirTargetWarning(
         f"target {target!r} is not installed (pip install {dist}): this artifact runs its ops on "
         f"{ran or 'no backend'} instead"), stacklevel=5)  # the line that called byteir_core.compile
+
+
+def _shape_arg(shapes):
+    """input_shapes as plain lists: one per argument, or a dict by argument name."""
+    if isinstance(shapes, dict):
+        return {str(k): [int(d) for d in v] for k, v in shapes.items()}
+    return [[int(d) for d in s] for s in shapes]
 
 
 def _shape_hint(module) -> str:
