@@ -217,14 +217,21 @@ def _fold_channel_affine_into_conv(op) -> bool:
 RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot}
 
 
-def _apply(module, rules) -> None:
+def _apply(module, rules, erases_later_ops: bool = False) -> None:
+    """Each rule on each op of each function's body. A rule may erase the op it is given; one that also erases
+    ops after it (``erases_later_ops``) ends the walk over the list taken before it ran, which then holds erased
+    ops (touching one aborts the process), and the walk starts again on a fresh list."""
     for fn in module.body.operations:
         if fn.operation.name != "func.func" or not fn.regions[0].blocks:
             continue
-        for op in list(fn.regions[0].blocks[0].operations):
-            rule = rules.get(op.operation.name)
-            if rule is not None:
-                rule(op.operation)
+        again = True
+        while again:
+            again = False
+            for op in list(fn.regions[0].blocks[0].operations):
+                rule = rules.get(op.operation.name)
+                if rule is not None and rule(op.operation) and erases_later_ops:
+                    again = True
+                    break
 
 
 def simplify(module) -> None:
@@ -233,7 +240,7 @@ def simplify(module) -> None:
 
 def fold_conv_affine(module) -> None:
     """Runs after constant folding, when BatchNorm's ``rsqrt(var + eps) * gamma`` has become a constant."""
-    _apply(module, {"stablehlo.convolution": _fold_channel_affine_into_conv})
+    _apply(module, {"stablehlo.convolution": _fold_channel_affine_into_conv}, erases_later_ops=True)
 
 
 #: Ops cheap enough to recompute in every consumer: a copy of each goes next to each user, so no cluster has to
