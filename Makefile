@@ -50,6 +50,7 @@ fuzz: setup
 	$(PY) fuzz/run.py byre --runs $(FUZZ_RUNS)
 	$(PY) fuzz/run.py stablehlo --runs $(FUZZ_RUNS)
 	$(PY) fuzz/run.py pt2 --runs $(FUZZ_RUNS)
+	$(PY) fuzz/run.py onnx --runs $(FUZZ_RUNS)
 
 # the peers the CPU benchmark compares against (not needed for tests)
 bench-setup: setup

@@ -1,4 +1,4 @@
-"""Run one fuzz harness: ``python fuzz/run.py byre|stablehlo|pt2 [--runs N | --seconds S] [--seed K]``.
+"""Run one fuzz harness: ``python fuzz/run.py byre|stablehlo|pt2|onnx [--runs N | --seconds S] [--seed K]``.
 
 Starts from a fresh seed corpus (the harness's ``seeds``) unless ``--corpus DIR`` keeps one across runs, runs
 libFuzzer through atheris in a child process and prints one line: harness, executions, seconds, findings. An
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ("byre", "stablehlo", "pt2")
+HARNESSES = ("byre", "stablehlo", "pt2", "onnx")
 
 
 def make_seeds(name: str, corpus: Path) -> None:
@@ -40,7 +40,8 @@ def run(name: str, runs: int | None, seconds: float | None, seed: int, corpus: P
     flags = [f"-seed={seed}", f"-artifact_prefix={artifacts}/", "-timeout=60", "-rss_limit_mb=6000",
              "-print_final_stats=1"]
     flags.append(f"-runs={runs}" if runs is not None else f"-max_total_time={int(seconds or 60)}")
-    env = {**os.environ, "BYTEIR_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
+    # an ONNX lowering gets 20 s (a mutated shape can make torch-mlir work for minutes), well inside -timeout
+    env = {"BYTEIR_ONNX_LOWERING_TIMEOUT": "20", **os.environ, "BYTEIR_PROGRESS": "0", "PYTHONWARNINGS": "ignore"}
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, str(HERE / f"fuzz_{name}.py"), *flags, *extra, str(corpus)],
                        capture_output=True, text=True, env=env)

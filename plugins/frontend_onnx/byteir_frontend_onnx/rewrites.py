@@ -1,0 +1,143 @@
+"""ONNX-level rewrites that run before import, for patterns torch-mlir's ONNX lowerings get wrong.
+
+Each rewrite keeps the graph's meaning exactly and works on a shape-inferred model with static shapes.
+
+- **Mod with ``fmod=0``** (the result takes the divisor's sign, like Python's ``%``): torch-mlir computes C's
+  ``fmod`` for it. It becomes ``r = Mod(a, b, fmod=1)`` then ``r + b`` where ``r`` is non-zero and its sign
+  differs from ``b``'s (ints and floats; an infinite divisor gives the infinity, as ONNX specifies).
+- **Pooling with asymmetric pads** (e.g. Inception v1's final ``AveragePool`` with ``pads=[0,0,1,1]``), and
+  **MaxPool with ``ceil_mode=1``** (torch-mlir's result is wrong): torch-mlir pads both sides by the begin pads.
+  A ceil-mode MaxPool gets the end padding that makes floor mode give ceil mode's windows (a last window that
+  would start in the padding is dropped, as ONNX Runtime does). The pads become an explicit ``Pad`` (``-inf`` for MaxPool, zeros for
+  AveragePool) and the pool itself gets none; for an AveragePool that excludes padding from its divisor
+  (``count_include_pad=0``, the default), the result is rescaled by a constant: window size over the number of
+  real elements in each window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def _static_shape(proto: onnx.ModelProto, name: str):
+    for v in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        if v.name == name:
+            dims = v.type.tensor_type.shape.dim
+            if all(d.HasField("dim_value") for d in dims) and len(dims):
+                return [d.dim_value for d in dims], v.type.tensor_type.elem_type
+    return None, None
+
+
+def _attrs(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def legalize(proto: onnx.ModelProto) -> int:
+    """Rewrite in place; the number of nodes rewritten."""
+    g = proto.graph
+    new_nodes, inits, changed = [], [], 0
+    for n in g.node:
+        if n.op_type == "Mod" and n.domain in ("", "ai.onnx") and not _attrs(n).get("fmod", 0):
+            new_nodes.extend(_floored_mod(n))
+            changed += 1
+            continue
+        if n.op_type in ("MaxPool", "AveragePool") and n.domain in ("", "ai.onnx"):
+            out = _split_pool_pads(proto, n, inits)
+            if out is not None:
+                new_nodes.extend(out)
+                changed += 1
+                continue
+        new_nodes.append(n)
+    if changed:
+        del g.node[:]
+        g.node.extend(new_nodes)
+        g.initializer.extend(inits)
+    return changed
+
+
+def _floored_mod(n):
+    a, b = n.input[0], n.input[1]
+    base = n.name
+    r, zero_r, nz, rneg, bneg, differ, fix, sum_ = (f"{base}/{s}" for s in (
+        "fmod", "r_is_zero", "r_nonzero", "r_neg", "b_neg", "signs_differ", "fix", "r_plus_b"))
+    zero = f"{base}/zero"  # r - r: a zero of r's type and shape, whatever the type (NaN where r is NaN)
+    return [
+        helper.make_node("Mod", [a, b], [r], name=f"{base}/fmod", fmod=1),
+        helper.make_node("Sub", [r, r], [zero], name=f"{base}/zero_like"),
+        helper.make_node("Equal", [r, zero], [zero_r], name=f"{base}/eq0"),
+        helper.make_node("Not", [zero_r], [nz], name=f"{base}/not0"),
+        helper.make_node("Less", [r, zero], [rneg], name=f"{base}/rlt0"),
+        helper.make_node("Less", [b, zero], [bneg], name=f"{base}/blt0"),
+        helper.make_node("Xor", [rneg, bneg], [differ], name=f"{base}/xor"),
+        helper.make_node("And", [nz, differ], [fix], name=f"{base}/and"),
+        helper.make_node("Add", [r, b], [sum_], name=f"{base}/add"),
+        helper.make_node("Where", [fix, sum_, r], list(n.output), name=n.name),
+    ]
+
+
+def _split_pool_pads(proto, n, inits):
+    a = _attrs(n)
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(n.output) != 1:
+        return None
+    shape, elem = _static_shape(proto, n.input[0])
+    if shape is None or elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
+        return None
+    k = len(shape) - 2
+    pads = list(a.get("pads", [0] * (2 * k)))
+    if len(pads) != 2 * k:
+        return None
+    begin, end = pads[:k], list(pads[k:])
+    if any(d != 1 for d in a.get("dilations", [1] * k)):
+        return None
+    if a.get("ceil_mode", 0):
+        if n.op_type != "MaxPool":
+            return None
+        kernel, strides = a["kernel_shape"], a.get("strides", [1] * k)
+        for d in range(k):
+            span = shape[2 + d] + begin[d] + end[d] - kernel[d]
+            out = -(-span // strides[d]) + 1  # ceil
+            if (out - 1) * strides[d] >= shape[2 + d] + begin[d]:
+                out -= 1  # the last window would start in the end padding
+            end[d] += max(0, (out - 1) * strides[d] + kernel[d] - (shape[2 + d] + begin[d] + end[d]))
+        a = {**a, "ceil_mode": 0}
+    elif begin == end:
+        return None
+    dtype = helper.tensor_dtype_to_np_dtype(elem)
+    base = n.name
+    pad_name, padded = f"{base}/pads", f"{base}/padded"
+    full_pads = [0, 0] + begin + [0, 0] + end
+    inits.append(numpy_helper.from_array(np.array(full_pads, np.int64), pad_name))
+    pad_inputs = [n.input[0], pad_name]
+    if n.op_type == "MaxPool":
+        val_name = f"{base}/pad_value"
+        inits.append(numpy_helper.from_array(np.array(-np.inf, dtype), val_name))
+        pad_inputs.append(val_name)
+    pad = helper.make_node("Pad", pad_inputs, [padded], name=f"{base}/pad", mode="constant")
+    keep = {key: v for key, v in a.items() if key not in ("pads", "count_include_pad", "ceil_mode")}
+    if n.op_type == "MaxPool":
+        pool = helper.make_node("MaxPool", [padded], list(n.output), name=n.name, **keep)
+        return [pad, pool]
+    if a.get("count_include_pad", 0):
+        pool = helper.make_node("AveragePool", [padded], list(n.output), name=n.name, **keep)
+        return [pad, pool]
+    # count_include_pad=0: divide by the real elements in each window, not the window size
+    kernel, strides = a["kernel_shape"], a.get("strides", [1] * k)
+    counts = np.ones([1], np.float64)
+    per_dim = []
+    for d in range(k):
+        size = shape[2 + d] + begin[d] + end[d]
+        n_out = (size - kernel[d]) // strides[d] + 1
+        real = np.zeros(size)
+        real[begin[d]:begin[d] + shape[2 + d]] = 1
+        per_dim.append(np.array([real[o * strides[d]:o * strides[d] + kernel[d]].sum() for o in range(n_out)]))
+    counts = per_dim[0]
+    for c in per_dim[1:]:
+        counts = np.multiply.outer(counts, c)
+    scale = (np.prod(kernel) / np.maximum(counts, 1)).astype(dtype)
+    scale_name, pooled = f"{base}/count_scale", f"{base}/pooled"
+    inits.append(numpy_helper.from_array(scale.reshape([1, 1] + list(scale.shape)), scale_name))
+    pool = helper.make_node("AveragePool", [padded], [pooled], name=n.name, **keep)
+    mul = helper.make_node("Mul", [pooled, scale_name], list(n.output), name=f"{base}/exclude_pad")
+    return [pad, pool, mul]

@@ -1,0 +1,47 @@
+"""ONNX's own node test cases against byteir (--target cpu), at each case's own tolerances.
+
+Every case runs. The ones listed in ``conformance_exclusions.py`` (each with its reason) are expected not to
+pass; every other case must pass. A listed case that starts passing fails this test too, so the list only
+shrinks and the README's count ("N of M ONNX node cases pass") only goes up.
+
+The cases run in ``BYTEIR_TEST_JOBS`` processes (default: the CPUs this process may use, at most 4), each
+compiling through :mod:`byteir_frontend_onnx.backend` exactly as ``python -m byteir_frontend_onnx.conformance``
+does."""
+
+import os
+
+import pytest
+from conformance_exclusions import EXCLUDED
+
+from byteir_frontend_onnx.conformance import collect, run_all
+
+
+def _jobs() -> int:
+    env = os.environ.get("BYTEIR_TEST_JOBS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    cases = collect()
+    return {o.name: o for o in run_all(cases, "cpu", jobs=_jobs())}
+
+
+def test_exclusions_are_real_case_names_with_reasons(outcomes):
+    unknown = sorted(set(EXCLUDED) - set(outcomes))
+    assert not unknown, f"excluded cases onnx no longer has: {unknown}"
+    assert all(isinstance(r, str) and len(r) > 10 for r in EXCLUDED.values())
+
+
+@pytest.mark.slow
+def test_every_case_not_excluded_passes_and_every_excluded_case_still_fails(outcomes):
+    regressions = sorted(f"{o.name}: {o.status}: {o.reason}" for o in outcomes.values()
+                         if o.status != "pass" and o.name not in EXCLUDED)
+    newly_passing = sorted(n for n, o in outcomes.items() if o.status == "pass" and n in EXCLUDED)
+    passed = sum(o.status == "pass" for o in outcomes.values())
+    summary = f"{passed} of {len(outcomes)} ONNX node cases pass"
+    assert not regressions, f"{summary}; cases that should pass but do not:\n  " + "\n  ".join(regressions)
+    assert not newly_passing, (f"{summary}; these excluded cases pass now, remove them from "
+                               f"conformance_exclusions.py:\n  " + "\n  ".join(newly_passing))

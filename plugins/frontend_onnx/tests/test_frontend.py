@@ -1,0 +1,149 @@
+"""ONNX models in through every door (path, bytes, ModelProto, the CLI), checked against ONNX Runtime."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx_models import asymmetric_avgpool, cnn, old_opset_bn, ort_run, two_outputs
+
+import byteir_core
+
+BYTEIR = [sys.executable, "-m", "byteir_core.cli"]
+
+
+def _x(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("onnx") / "cnn.onnx"
+    onnx.save(cnn(batch=2), str(p))
+    return p
+
+
+def test_path_bytes_and_modelproto_compile_to_what_onnxruntime_computes(cnn_file):
+    x = _x((2, 3, 8, 8))
+    (want,) = ort_run(str(cnn_file), {"image": x})
+    for model, kw in ((str(cnn_file), {}), (cnn_file, {}), (cnn_file.read_bytes(), {"frontend": "onnx"}),
+                      (onnx.load(str(cnn_file)), {})):
+        art = byteir_core.compile(model, target="cpu", progress=False, **kw)
+        (got,) = byteir_core.load(art).run(x)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_input_and_output_names_are_the_graphs(tmp_path):
+    art = byteir_core.compile(two_outputs(), target="cpu", progress=False)
+    s = byteir_core.load(art)
+    assert [s.get_arg_name(i) for i in range(4)] == ["x", "y", "sum.out", "prod:out"]
+    x, y = _x((2, 3), 1), _x((2, 3), 2)
+    out = s(y=y, x=x)  # inputs by their ONNX names
+    np.testing.assert_allclose(out[0], x + y, rtol=1e-6)
+    np.testing.assert_allclose(out[1], x * y, rtol=1e-6)
+    model = tmp_path / "two.onnx"
+    onnx.save(two_outputs(), str(model))
+    out_file = tmp_path / "two.byre"
+    subprocess.run(BYTEIR + ["compile", str(model), "-o", str(out_file)], check=True, capture_output=True)
+    shown = subprocess.run(BYTEIR + ["inspect", str(out_file)], check=True, capture_output=True, text=True).stdout
+    for name in ("sum.out", "prod:out"):
+        assert name in shown
+
+
+def test_old_opsets_are_converted_first_and_match_onnxruntime():
+    m = old_opset_bn()
+    assert m.opset_import[0].version == 7
+    x = _x((1, 3, 4, 4), 3)
+    (want,) = ort_run(m, {"x": x})
+    (got,) = byteir_core.load(byteir_core.compile(m, target="cpu", progress=False)).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_asymmetric_pool_padding_is_rewritten_exactly():
+    """torch-mlir pads both sides by the begin pads; byteir splits the pads off first (Inception v1's pool5)."""
+    m = asymmetric_avgpool()
+    x = _x((1, 4, 6, 6), 4)
+    (want,) = ort_run(m, {"x": x})
+    (got,) = byteir_core.load(byteir_core.compile(m, target="cpu", progress=False)).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.reshape(4), x.mean(axis=(2, 3)).reshape(4), rtol=1e-5)
+
+
+def test_external_data_beside_the_model_is_read(tmp_path):
+    m = cnn(batch=1)
+    path = tmp_path / "big.onnx"
+    onnx.save(m, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="big.weights",
+              size_threshold=0)
+    assert (tmp_path / "big.weights").stat().st_size > 1000
+    assert path.stat().st_size < 1000  # the weights are not in the protobuf
+    x = _x((1, 3, 8, 8), 5)
+    (want,) = ort_run(str(path), {"image": x})
+    (got,) = byteir_core.load(byteir_core.compile(path, target="cpu", progress=False)).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_symbolic_dims_are_pinned_by_input_name(tmp_path):
+    path = tmp_path / "dyn.onnx"
+    onnx.save(cnn(batch="batch"), str(path))
+    x = _x((3, 3, 8, 8), 6)
+    (want,) = ort_run(str(path), {"image": x})
+    art = byteir_core.compile(path, target="cpu", progress=False, input_shapes={"image": [3, 3, 8, 8]})
+    (got,) = byteir_core.load(art).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    out = tmp_path / "dyn.byre"
+    r = subprocess.run(BYTEIR + ["compile", str(path), "-o", str(out), "--input-shape", "image=3x3x8x8"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (got,) = byteir_core.load(out).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    r = subprocess.run(BYTEIR + ["compile", str(path), "-o", str(tmp_path / "x.byre"), "--input-shape",
+                                 "pixels=3x3x8x8"], capture_output=True, text=True)
+    assert r.returncode == 1 and "'pixels'" in r.stderr and "image" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "x.byre").exists()
+
+
+def test_a_symbolic_dim_left_dynamic_on_cpu_names_the_input_and_the_fix(tmp_path):
+    """The CPU backend needs static shapes: the error names the dynamic argument and how to pin it."""
+    with pytest.raises(byteir_core.ByteirError) as e:
+        byteir_core.compile(cnn(batch="batch"), target="cpu", progress=False)
+    assert "--input-shape" in str(e.value)
+
+
+def test_every_installed_target_compiles_the_same_model():
+    from byteir_core.plugins import get_registry
+
+    targets = sorted(set(get_registry().backends) & {"cpu", "cuda", "asic_stub"}) + ["reference"]
+    m = cnn(batch=2)
+    x = _x((2, 3, 8, 8), 7)
+    (want,) = ort_run(m, {"image": x})
+    for target in targets:
+        art = byteir_core.compile(m, target=target, progress=False)
+        assert art.module.steps, target
+        if target in ("cpu", "reference", "asic_stub"):
+            (got,) = byteir_core.load(art).run(x)
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=target)
+
+
+def test_ceil_mode_maxpool_and_floored_mod_match_onnxruntime():
+    """Two lowerings torch-mlir gets wrong without an error, rewritten before import (rewrites.py)."""
+    from onnx import TensorProto, helper
+    from onnx_models import _model
+
+    pool = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    g = helper.make_graph([pool], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 6, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 3])])
+    x = _x((1, 2, 6, 7), 8)
+    (want,) = ort_run(_model(g, 17), {"x": x})
+    (got,) = byteir_core.load(byteir_core.compile(_model(g, 17), target="cpu", progress=False)).run(x)
+    np.testing.assert_array_equal(got, want)
+    mod = helper.make_node("Mod", ["a", "b"], ["r"], name="mod")
+    for t, dt in ((TensorProto.INT32, np.int32), (TensorProto.FLOAT, np.float32)):
+        g = helper.make_graph([mod], "g", [helper.make_tensor_value_info(n, t, [6]) for n in "ab"],
+                              [helper.make_tensor_value_info("r", t, [6])])
+        a = np.array([-4, 7, 5, 4, -7, 8], dt)
+        b = np.array([2, -3, 8, -2, 3, 5], dt)
+        (got,) = byteir_core.load(byteir_core.compile(_model(g, 17), target="cpu", progress=False)).run(a, b)
+        np.testing.assert_array_equal(got, np.mod(a, b))  # the divisor's sign, like Python's %
