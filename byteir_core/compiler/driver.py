@@ -506,6 +506,30 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     return bm, report
 
 
+def set_io_names(module, in_names: Sequence[str | None], out_names: Sequence[str | None]) -> None:
+    """For frontends: name ``@main``'s arguments and results (``byteir.name``, which the artifact, ``byteir
+    inspect`` and ``Session``'s inputs by name use). A ``None`` leaves that one unnamed (numbered); a list whose
+    length is not the number of arguments (results) is ignored. Other argument/result attributes are kept."""
+    main = entry_function(module)
+    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+    with module.context:
+        for key, names, n in (("arg_attrs", in_names, len(ftype.inputs)), ("res_attrs", out_names,
+                                                                         len(ftype.results))):
+            if len(names) != n or not any(names):
+                continue
+            old = main.attributes[key] if key in main.attributes else None
+            dicts = []
+            for i, name in enumerate(names):
+                entries = {}
+                if old is not None:
+                    d = ir.DictAttr(old[i])
+                    entries = {d[j].name: d[j].attr for j in range(len(d))}
+                if name:
+                    entries["byteir.name"] = ir.StringAttr.get(name)
+                dicts.append(ir.DictAttr.get(entries))
+            main.attributes[key] = ir.ArrayAttr.get(dicts)
+
+
 def _names(main, attr: str, prefix: str, n: int, taken: set | None = None) -> list[str]:
     """The names a frontend gave @main's arguments or results (``byteir.name``), else ``input{i}`` /
     ``output{i}``; made unique (a repeated name gets ``_1``, ``_2``, ...)."""

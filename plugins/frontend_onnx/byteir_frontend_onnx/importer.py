@@ -468,28 +468,6 @@ class LoweringFailed(Exception):
         return self.lines[0][:300] if self.lines else "lowering failed"
 
 
-def annotate_names(module: ir.Module, in_names: list[str], out_names: list[str]) -> None:
-    from byteir_core.compiler.driver import entry_function
-
-    main = entry_function(module)
-    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-    with module.context:
-        for key, names, n in (("arg_attrs", in_names, len(ftype.inputs)),
-                              ("res_attrs", out_names, len(ftype.results))):
-            if len(names) != n:
-                continue
-            old = main.attributes[key] if key in main.attributes else None
-            dicts = []
-            for i, name in enumerate(names):
-                entries = {}
-                if old is not None:
-                    d = ir.DictAttr(old[i])
-                    entries = {d[j].name: d[j].attr for j in range(len(d))}
-                entries["byteir.name"] = ir.StringAttr.get(name)
-                dicts.append(ir.DictAttr.get(entries))
-            main.attributes[key] = ir.ArrayAttr.get(dicts)
-
-
 # ---- probing which nodes fail --------------------------------------------------------------------------
 
 
@@ -645,7 +623,9 @@ def to_stablehlo(model, options: dict, context) -> ir.Module:
         module = ir.Module.parse(answer[1], context)
     except ir.MLIRError as e:
         raise FrontendError(f"{where}: the lowered model does not parse back: {diagnostics_to_text(e)}") from None
-    annotate_names(module, [i.name for i in graph_inputs(proto)], [o.name for o in proto.graph.output])
+    from byteir_core.compiler.driver import set_io_names
+
+    set_io_names(module, [i.name for i in graph_inputs(proto)], [o.name for o in proto.graph.output])
     return module
 
 

@@ -522,29 +522,12 @@ def _jsonable(v):
 def annotate(module, in_names: list[str], out_names: list[str | None], tree: dict) -> None:
     """Names on ``@main``'s arguments and results (``byteir.name``) and the output tree (``byteir.structure``),
     as the core reads them. Names are left off when the counts do not match (the core then numbers them)."""
-    from byteir_core.compiler.driver import entry_function
+    from byteir_core.compiler.driver import n_results, set_io_names
     from byteir_core.mlir import ir
 
-    main = entry_function(module)
-    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
-    with module.context:
-        for key, names, n in (("arg_attrs", in_names, len(ftype.inputs)), ("res_attrs", out_names,
-                                                                         len(ftype.results))):
-            if len(names) != n or not any(names):
-                continue
-            old = main.attributes[key] if key in main.attributes else None
-            dicts = []
-            for i, name in enumerate(names):
-                entries = {}
-                if old is not None:
-                    d = ir.DictAttr(old[i])
-                    for j in range(len(d)):
-                        entries[d[j].name] = d[j].attr
-                if name:
-                    entries["byteir.name"] = ir.StringAttr.get(name)
-                dicts.append(ir.DictAttr.get(entries))
-            main.attributes[key] = ir.ArrayAttr.get(dicts)
-        if len(out_names) == len(ftype.results):
+    set_io_names(module, in_names, out_names)
+    if len(out_names) == n_results(module):
+        with module.context:
             module.operation.attributes["byteir.structure"] = ir.StringAttr.get(json.dumps({"outputs": tree}))
 
 
