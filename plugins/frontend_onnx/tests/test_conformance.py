@@ -15,6 +15,8 @@ from conformance_exclusions import EXCLUDED
 
 from byteir_frontend_onnx.conformance import collect, run_all
 
+pytestmark = pytest.mark.slow  # about 7 minutes on 2 cores: in CI, not in `make test-fast`
+
 
 def _jobs() -> int:
     env = os.environ.get("BYTEIR_TEST_JOBS")
@@ -35,7 +37,6 @@ def test_exclusions_are_real_case_names_with_reasons(outcomes):
     assert all(isinstance(r, str) and len(r) > 10 for r in EXCLUDED.values())
 
 
-@pytest.mark.slow
 def test_every_case_not_excluded_passes_and_every_excluded_case_still_fails(outcomes):
     regressions = sorted(f"{o.name}: {o.status}: {o.reason}" for o in outcomes.values()
                          if o.status != "pass" and o.name not in EXCLUDED)
