@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 from byteir_core.errors import FrontendError
 from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, register_torch_dialects, run_pipeline
@@ -197,11 +196,10 @@ def _order(g: onnx.GraphProto, where: str) -> None:
         for o in n.output:
             if o:
                 producers[o] = i
-    outer = _outer_names(g)
     nodes = list(g.node)
     for i, n in enumerate(nodes):
         for k, name in enumerate(n.input):
-            if name not in defined and name not in producers and name not in outer:
+            if name not in defined and name not in producers:
                 raise OnnxModelError(f"{where}: input {k} ({name!r}) of node {node_label(n, i)} is not a graph "
                                      f"input, an initializer or any node's output (a missing initializer?)",
                                      where, n.name)
@@ -237,13 +235,11 @@ def _all_inputs(n: onnx.NodeProto):
     yield from (x for x in n.input if x)
     for a in n.attribute:
         for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-            yield from _outer_names(sub, own=True)
+            yield from _outer_names(sub)
 
 
-def _outer_names(g: onnx.GraphProto, own: bool = False) -> set[str]:
-    """Names a (sub)graph reads but does not define (own=True), or nothing for the main graph."""
-    if not own:
-        return set()
+def _outer_names(g: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads but does not define (values of the enclosing graph)."""
     defined = {i.name for i in g.input} | {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
     used = set()
     for n in g.node:
@@ -627,17 +623,3 @@ def to_stablehlo(model, options: dict, context) -> ir.Module:
 
     set_io_names(module, [i.name for i in graph_inputs(proto)], [o.name for o in proto.graph.output])
     return module
-
-
-def op_counts(proto: onnx.ModelProto) -> Counter:
-    return Counter(n.op_type for n in proto.graph.node)
-
-
-def numpy_inputs(proto: onnx.ModelProto) -> list[tuple[str, np.dtype, list]]:
-    """(name, dtype, dims with None for symbolic) of each graph input."""
-    out = []
-    for vi in graph_inputs(proto):
-        tt = vi.type.tensor_type
-        dt = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        out.append((vi.name, dt, [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]))
-    return out

@@ -124,7 +124,6 @@ def _split_pool_pads(proto, n, inits):
         return [pad, pool]
     # count_include_pad=0: divide by the real elements in each window, not the window size
     kernel, strides = a["kernel_shape"], a.get("strides", [1] * k)
-    counts = np.ones([1], np.float64)
     per_dim = []
     for d in range(k):
         size = shape[2 + d] + begin[d] + end[d]
