@@ -49,6 +49,14 @@ def target_of(device: str) -> str:
         raise ValueError(f"device {device!r}: byteir's onnx backend runs on 'CPU' or 'CUDA'") from None
 
 
+
+def as_array(x) -> np.ndarray:
+    """An input as a NumPy array; a ``TensorProto`` (as ONNX's test data gives some) is decoded with its own
+    element type (bfloat16, float8 and int4 come back as ml_dtypes arrays)."""
+    if isinstance(x, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(x)
+    return np.asarray(x)
+
 class ByteirRep(BackendRep):
     """A prepared model: compiled artifacts by input shapes, and the graph's input and output names."""
 
@@ -103,7 +111,7 @@ class ByteirRep(BackendRep):
         if len(inputs) != len(self.input_names):
             raise ValueError(f"{len(inputs)} input(s) given, the model takes {len(self.input_names)}: "
                              f"{', '.join(self.input_names)}")
-        return [np.asarray(x) for x in inputs]
+        return [as_array(x) for x in inputs]
 
     def run(self, inputs, **kwargs):
         arrays = self._arrays(inputs)
@@ -162,9 +170,9 @@ class ByteirBackend(Backend):
         """Run one node: ``inputs`` (arrays, by position or by name) become the graph's inputs; the outputs'
         types come from ``outputs_info`` ([(np dtype, shape)]) or from shape inference."""
         if isinstance(inputs, dict):
-            arrays = [np.asarray(inputs[n]) for n in node.input if n]
+            arrays = [as_array(inputs[n]) for n in node.input if n]
         else:
-            arrays = [np.asarray(x) for x in inputs]
+            arrays = [as_array(x) for x in inputs]
         names = [n for n in node.input if n]
         if len(names) != len(arrays):
             raise ValueError(f"node {node.name or node.op_type} takes {len(names)} input(s), {len(arrays)} given")

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 
 
 @dataclass
@@ -94,7 +95,12 @@ def run_case(case, target: str = "cpu") -> Outcome:
     # which nodes fail)
     os.environ.setdefault("BYTEIR_ONNX_PROBE", "0")
     t = time.perf_counter()
+    from .backend import as_array
+
     inputs, expected = case.data_sets[0]
+    # some cases give their data as TensorProtos (the Cast cases: bfloat16, float8, int4 values)
+    inputs = [as_array(x) if isinstance(x, onnx.TensorProto) else x for x in inputs]
+    expected = [as_array(x) if isinstance(x, onnx.TensorProto) else x for x in expected]
     try:
         with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
