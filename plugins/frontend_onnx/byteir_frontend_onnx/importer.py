@@ -592,10 +592,38 @@ def prepare(model, input_shapes=None) -> tuple[onnx.ModelProto, str | None, str]
         pin_shapes(proto, input_shapes, where)
     from .rewrites import legalize
 
+    proto = expand(proto, where)
     proto = infer_shapes(proto, where)
+    proto = fold(proto, base, where)
     if legalize(proto):
         proto = infer_shapes(proto, where)
     return proto, base, where
+
+
+def expand(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
+    """Function ops torch-mlir cannot lower, and model-local functions, inlined (:mod:`.expand`). Before strict
+    shape inference: onnx infers a function op's shapes through its body, which fails for some valid models
+    (MeanVarianceNormalization at opset 13)."""
+    from .expand import ExpandError, expand_functions
+
+    try:
+        return expand_functions(proto)[0]
+    except ExpandError as e:
+        raise OnnxModelError(f"{where}: {e}", where) from None
+
+
+def fold(proto: onnx.ModelProto, base: str | None, where: str) -> onnx.ModelProto:
+    """Small constant subgraphs evaluated (:mod:`.expand`)."""
+    import warnings
+
+    from .expand import fold_constants
+
+    try:
+        folded = fold_constants(proto, base)
+    except Exception as e:  # noqa: BLE001 -- folding is an optimization: the model lowers unfolded
+        warnings.warn(f"{where}: constant folding skipped: {_first_line(e)}", stacklevel=2)
+        return proto
+    return proto if folded is proto else infer_shapes(folded, where)
 
 
 def to_stablehlo(model, options: dict, context) -> ir.Module:
