@@ -12,6 +12,7 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   AveragePool) and the pool itself gets none; for an AveragePool that excludes padding from its divisor
   (``count_include_pad=0``, the default), the result is rescaled by a constant: window size over the number of
   real elements in each window.
+- **Resize** becomes per-axis Gather / MatMul with constant weights (:mod:`.resize`): torch-mlir lowers none.
 """
 
 from __future__ import annotations
@@ -38,7 +39,18 @@ def legalize(proto: onnx.ModelProto) -> int:
     """Rewrite in place; the number of nodes rewritten."""
     g = proto.graph
     new_nodes, inits, changed = [], [], 0
+    consts = None
     for n in g.node:
+        if n.op_type == "Resize" and n.domain in ("", "ai.onnx"):
+            from .resize import constant_values, rewrite_resize
+
+            consts = constant_values(proto) if consts is None else consts
+            shape, elem = _static_shape(proto, n.input[0])
+            out = rewrite_resize(proto, n, consts, shape, elem, _static_shape(proto, n.output[0])[0], inits)
+            if out is not None:
+                new_nodes.extend(out)
+                changed += 1
+                continue
         if n.op_type == "Mod" and n.domain in ("", "ai.onnx") and not _attrs(n).get("fmod", 0):
             new_nodes.extend(_floored_mod(n))
             changed += 1

@@ -79,6 +79,31 @@ def asymmetric_avgpool() -> onnx.ModelProto:
     return _model(g, 17)
 
 
+def upsampler(mode: str, ctm: str, scales=None, sizes=None, opset: int = 19) -> onnx.ModelProto:
+    """A decoder's upsampling path (U-Net, YOLO's neck): Conv -> Resize -> Concat with a skip -> Conv, on
+    ``x`` [1,4,5,6]. ``scales`` or ``sizes`` for the Resize over H and W."""
+    r = _rng(2)
+    w1 = numpy_helper.from_array((r.standard_normal((4, 4, 3, 3)) * 0.3).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((r.standard_normal((3, 8, 1, 1)) * 0.3).astype(np.float32), "w2")
+    skip = numpy_helper.from_array(r.standard_normal((1, 4, 10, 12)).astype(np.float32), "skip")
+    inits = [w1, w2, skip]
+    if scales is not None:
+        inits.append(numpy_helper.from_array(np.array(scales, np.float32), "scales"))
+        ins = ["c", "", "scales"]
+    else:
+        inits.append(numpy_helper.from_array(np.array(sizes, np.int64), "sizes"))
+        ins = ["c", "", "", "sizes"]
+    extra = {"cubic_coeff_a": -0.5} if mode == "cubic" else {}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ins, ["up"], name="up", mode=mode, coordinate_transformation_mode=ctm,
+                              **extra),
+             helper.make_node("Concat", ["up", "skip"], ["cat"], name="cat", axis=1),
+             helper.make_node("Conv", ["cat", "w2"], ["y"], name="conv2")]
+    g = helper.make_graph(nodes, "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 10, 12])], initializer=inits)
+    return _model(g, opset)
+
+
 def ort_run(model: onnx.ModelProto | str, feeds: dict) -> list[np.ndarray]:
     import onnxruntime as ort
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx_models import asymmetric_avgpool, cnn, old_opset_bn, ort_run, two_outputs
+from onnx_models import asymmetric_avgpool, cnn, old_opset_bn, ort_run, two_outputs, upsampler
 
 import byteir_core
 
@@ -147,3 +147,20 @@ def test_ceil_mode_maxpool_and_floored_mod_match_onnxruntime():
         b = np.array([2, -3, 8, -2, 3, 5], dt)
         (got,) = byteir_core.load(byteir_core.compile(_model(g, 17), target="cpu", progress=False)).run(a, b)
         np.testing.assert_array_equal(got, np.mod(a, b))  # the divisor's sign, like Python's %
+
+
+@pytest.mark.parametrize("mode,ctm,how", [
+    ("nearest", "asymmetric", {"scales": [1, 1, 2, 2]}),  # YOLO's neck: Upsample x2
+    ("linear", "half_pixel", {"scales": [1, 1, 2, 2]}),
+    ("linear", "align_corners", {"sizes": [1, 4, 10, 12]}),
+    ("cubic", "pytorch_half_pixel", {"sizes": [1, 4, 10, 12]}),
+])
+def test_resize_in_an_upsampling_path_matches_onnxruntime(mode, ctm, how):
+    """torch-mlir lowers no ONNX Resize; byteir rewrites it (rewrites.py / resize.py) into Gather or MatMul per
+    axis with weights from ONNX's reference kernel."""
+    m = upsampler(mode, ctm, **how)
+    x = _x((1, 4, 5, 6), 11)
+    (want,) = ort_run(m, {"x": x})
+    art = byteir_core.compile(m, target="cpu", progress=False)
+    (got,) = byteir_core.load(art).run(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
