@@ -13,6 +13,8 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   (``count_include_pad=0``, the default), the result is rescaled by a constant: window size over the number of
   real elements in each window.
 - **Resize** becomes per-axis Gather / MatMul with constant weights (:mod:`.resize`): torch-mlir lowers none.
+- **QuantizeLinear, DequantizeLinear, QLinearMatMul** become integer/float arithmetic (:mod:`.quantize`):
+  torch-mlir's quantized tensors do not reach StableHLO.
 """
 
 from __future__ import annotations
@@ -31,6 +33,19 @@ def _static_shape(proto: onnx.ModelProto, name: str):
     return None, None
 
 
+def _types(proto: onnx.ModelProto) -> dict:
+    """name -> (static shape or None, element type) for every typed value and initializer."""
+    out = {}
+    for v in list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output):
+        tt = v.type.tensor_type
+        dims = tt.shape.dim
+        static = tt.HasField("shape") and all(d.HasField("dim_value") for d in dims)
+        out[v.name] = ([d.dim_value for d in dims] if static else None, tt.elem_type or None)
+    for t in proto.graph.initializer:
+        out[t.name] = (list(t.dims), t.data_type)
+    return out
+
+
 def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -39,8 +54,17 @@ def legalize(proto: onnx.ModelProto) -> int:
     """Rewrite in place; the number of nodes rewritten."""
     g = proto.graph
     new_nodes, inits, changed = [], [], 0
-    consts = None
+    consts = types = None
     for n in g.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearMatMul") and n.domain in ("", "ai.onnx"):
+            from .quantize import rewrite
+
+            types = _types(proto) if types is None else types
+            out = rewrite(n, lambda name: types.get(name, (None, None)), inits)
+            if out is not None:
+                new_nodes.extend(out)
+                changed += 1
+                continue
         if n.op_type == "Resize" and n.domain in ("", "ai.onnx"):
             from .resize import constant_values, rewrite_resize
 

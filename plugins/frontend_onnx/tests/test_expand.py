@@ -173,3 +173,49 @@ def test_a_function_op_with_a_dynamic_batch_is_pinned_with_input_shape(op):
     shapes = {k: list(v.shape) for k, v in feeds.items()}
     art = byteir_core.compile(m, target="cpu", progress=False, input_shapes=shapes)
     np.testing.assert_allclose(byteir_core.load(art)(**feeds), want, rtol=1e-4, atol=1e-5)
+
+
+def qdq_cnn():
+    """A QDQ model as ONNX Runtime's quantization tool writes them: activations quantized to uint8 per tensor and
+    dequantized again around each op, weights stored as int8 per output channel (DequantizeLinear axis=0), a
+    blocked-int8 MatMul weight (block_size 4 along K) and an int8 QLinearMatMul head."""
+    r = np.random.default_rng(12)
+    w = r.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8)
+    w_scale = (r.uniform(0.002, 0.01, 4)).astype(np.float32)
+    fc = r.integers(-127, 128, (8, 6)).astype(np.int8)  # K=8 in blocks of 4 -> scales [2, 6]
+    fc_scale = r.uniform(0.01, 0.05, (2, 6)).astype(np.float32)
+    inits = [numpy_helper.from_array(v, n) for n, v in (
+        ("w_q", w), ("w_scale", w_scale), ("w_zp", np.zeros(4, np.int8)), ("a_scale", np.float32(0.02)),
+        ("a_zp", np.uint8(128)), ("fc_q", fc), ("fc_scale", fc_scale), ("y_scale", np.float32(0.05)),
+        ("y_zp", np.int8(-3)), ("h_scale", np.float32(0.04)), ("h_zp", np.int8(1)),
+        ("head_w", r.integers(-100, 100, (6, 5)).astype(np.int8)), ("head_w_scale", np.float32(0.03)),
+        ("head_w_zp", np.int8(0)), ("out_scale", np.float32(0.5)), ("out_zp", np.int8(0)),
+        ("pool_shape", np.array([1, 4, 2, 8], np.int64)))]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "a_scale", "a_zp"], ["xq"], name="quant_x"),
+        helper.make_node("DequantizeLinear", ["xq", "a_scale", "a_zp"], ["xd"], name="dequant_x"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], name="dequant_w", axis=0),
+        helper.make_node("Conv", ["xd", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "pool_shape"], ["r4"], name="reshape"),  # [1,4,2,8]: K=8 last
+        helper.make_node("DequantizeLinear", ["fc_q", "fc_scale"], ["fc"], name="dequant_fc", axis=0,
+                         block_size=4),
+        helper.make_node("MatMul", ["r4", "fc"], ["h"], name="fc"),
+        helper.make_node("QuantizeLinear", ["h", "h_scale", "h_zp"], ["hq"], name="quant_h"),
+        helper.make_node("QLinearMatMul", ["hq", "h_scale", "h_zp", "head_w", "head_w_scale", "head_w_zp",
+                                           "out_scale", "out_zp"], ["y"], name="head"),
+    ]
+    return _model(nodes, [_vi("x", [1, 3, 4, 4])], [_vi("y", [1, 4, 2, 5], TensorProto.INT8)], inits, opset=21)
+
+
+def test_a_quantized_model_computes_what_the_onnx_reference_computes():
+    """Quantize/Dequantize (per tensor, per channel, blocked) and QLinearMatMul are rewritten to arithmetic;
+    torch-mlir's quantized tensors never reach StableHLO. Integer outputs must be equal."""
+    m = qdq_cnn()
+    x = _f32((1, 3, 4, 4), 13)
+    (want,) = ReferenceEvaluator(m).run(None, {"x": x})
+    got = _run(m, {"x": x})
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, want)
+    proto, _, _ = prepare(m)
+    assert not {n.op_type for n in proto.graph.node} & {"QuantizeLinear", "DequantizeLinear", "QLinearMatMul"}
