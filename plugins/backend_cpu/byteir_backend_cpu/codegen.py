@@ -174,6 +174,34 @@ _REASSOC_OPS = frozenset({"arith.addf", "arith.mulf", "arith.maximumf", "arith.m
                           "arith.minnumf"})
 
 
+def _distinct_results(m) -> None:
+    """Each result of ``@main`` its own buffer: a buffer returned again (a cluster whose two results are one
+    value, e.g. an LSTM's last output and its final state) is copied into a fresh one for the repeat.
+    ``buffer-results-to-out-params{hoist-static-allocs}`` would otherwise replace the one allocation by two
+    out-parameters and crash the process."""
+    for op in m.body.operations:
+        if op.operation.name != "func.func":
+            continue
+        block = op.regions[0].blocks[0]
+        term = block.operations[len(block.operations) - 1]
+        seen = set()
+        for k, v in enumerate(list(term.operands)):
+            key = v.get_name() if hasattr(v, "get_name") else id(v)
+            plain = None
+            if isinstance(v.type, ir.MemRefType):
+                t = ir.MemRefType(v.type)
+                plain = ir.MemRefType.get(t.shape, t.element_type)
+            if key in seen and plain is not None and str(plain) == str(v.type):  # identity layout: a copy fits
+                with ir.InsertionPoint(term), term.location:
+                    fresh = ir.Operation.create(
+                        "memref.alloc", results=[plain],
+                        attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([0, 0]),
+                                    "alignment": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 64)}).result
+                    ir.Operation.create("memref.copy", operands=[v, fresh])
+                term.operands[k] = fresh
+            seen.add(key)
+
+
 def _mark_noalias(m) -> None:
     """The kernel's buffers never overlap (the runtime hands each operand its own buffer): say so, so LLVM
     keeps accumulators in registers and vectorizes without run-time overlap checks."""
@@ -205,6 +233,7 @@ def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False, checks: bool 
                     op.attributes["arg_attrs"] = ir.ArrayAttr.get([no_write] * n)
             td = ir.Module.parse(BUFFERIZE)
             interpreter.apply_named_sequence(m, td.body.operations[0], td)
+            _distinct_results(m)
 
         _stage(m, "bufferize", bufferize)
         _stage(m, "buffer-results-to-out-params", lambda: run_pipeline(m, AFTER_BUFFERIZE))
