@@ -15,6 +15,8 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
 - **Resize** becomes per-axis Gather / MatMul with constant weights (:mod:`.resize`): torch-mlir lowers none.
 - **QuantizeLinear, DequantizeLinear, QLinearMatMul** become integer/float arithmetic (:mod:`.quantize`):
   torch-mlir's quantized tensors do not reach StableHLO.
+- **RNN, GRU, LSTM** are unrolled over their static sequence length (:mod:`.rnn`): torch-mlir's loop does not
+  reach StableHLO.
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ def legalize(proto: onnx.ModelProto) -> int:
     new_nodes, inits, changed = [], [], 0
     consts = types = None
     for n in g.node:
+        if n.op_type in ("RNN", "GRU", "LSTM") and n.domain in ("", "ai.onnx"):
+            from .resize import constant_values
+            from .rnn import rewrite as unroll
+
+            types = _types(proto) if types is None else types
+            consts = constant_values(proto) if consts is None else consts
+            out = unroll(n, lambda name: types.get(name, (None, None)), consts, inits)
+            if out is not None:
+                new_nodes.extend(out)
+                changed += 1
+                continue
         if n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearMatMul") and n.domain in ("", "ai.onnx"):
             from .quantize import rewrite
 

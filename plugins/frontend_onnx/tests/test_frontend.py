@@ -164,3 +164,66 @@ def test_resize_in_an_upsampling_path_matches_onnxruntime(mode, ctm, how):
     art = byteir_core.compile(m, target="cpu", progress=False)
     (got,) = byteir_core.load(art).run(x)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _recurrent(kind: str, direction: str, layout: int = 0, lens=None, **attrs):
+    """A ``kind`` layer (seq 5, batch 3, input 4, hidden 6) with biases, initial state, and for LSTM peepholes,
+    followed by a Tanh on Y so every output is used."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    r = np.random.default_rng(21)
+    g = {"RNN": 1, "GRU": 3, "LSTM": 4}[kind]
+    dirs = 2 if direction == "bidirectional" else 1
+    seq, batch, inp, hid = 5, 3, 4, 6
+    inits = {"W": r.standard_normal((dirs, g * hid, inp)) * 0.5, "R": r.standard_normal((dirs, g * hid, hid)) * 0.5,
+             "B": r.standard_normal((dirs, 2 * g * hid)) * 0.2}
+    state = (batch, dirs, hid) if layout else (dirs, batch, hid)
+    inits["h0"] = r.standard_normal(state) * 0.3
+    names = ["x", "W", "R", "B", "lens" if lens is not None else "", "h0"]
+    if kind == "LSTM":
+        inits["c0"] = r.standard_normal(state) * 0.3
+        inits["P"] = r.standard_normal((dirs, 3 * hid)) * 0.3
+        names += ["c0", "P"]
+    tensors = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+    if lens is not None:
+        tensors.append(numpy_helper.from_array(np.array(lens, np.int32), "lens"))
+    outs = ["Y", "Y_h"] + (["Y_c"] if kind == "LSTM" else [])
+    node = helper.make_node(kind, names, outs, name="rnn", hidden_size=hid, direction=direction, layout=layout,
+                            **attrs)
+    xshape = [batch, seq, inp] if layout else [seq, batch, inp]
+    yshape = [batch, seq, dirs, hid] if layout else [seq, dirs, batch, hid]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [node, helper.make_node("Tanh", ["Y"], ["y"], name="tanh")], "rnn", [vi("x", TensorProto.FLOAT, xshape)],
+        [vi("y", TensorProto.FLOAT, yshape), vi("Y_h", TensorProto.FLOAT, list(state))]
+        + ([vi("Y_c", TensorProto.FLOAT, list(state))] if kind == "LSTM" else []), initializer=tensors)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    return m, xshape
+
+
+@pytest.mark.parametrize("kind,direction,layout,lens,attrs", [
+    ("LSTM", "bidirectional", 0, None, {}),
+    ("LSTM", "forward", 1, None, {}),
+    ("LSTM", "reverse", 0, None, {"clip": 0.5}),  # clip binds: gate inputs reach about 2
+    ("LSTM", "forward", 0, [5, 2, 4], {}),  # shorter sequences: state stops, Y zero past the end
+    ("GRU", "reverse", 0, None, {"linear_before_reset": 1}),
+    ("GRU", "bidirectional", 1, None, {}),
+    ("RNN", "bidirectional", 0, None, {"activations": ["Relu", "Tanh"]}),
+])
+def test_recurrent_layers_are_unrolled_and_match_onnxruntime(kind, direction, layout, lens, attrs):
+    """torch-mlir's RNN/GRU/LSTM loop does not reach StableHLO; byteir unrolls them (rnn.py). Checked against ONNX
+    Runtime, or for ``layout=1`` (which ONNX Runtime refuses) against onnx's reference implementation."""
+    m, xshape = _recurrent(kind, direction, layout, lens, **attrs)
+    x = _x(xshape, 22)
+    if layout:
+        from onnx.reference import ReferenceEvaluator
+
+        want = ReferenceEvaluator(m).run(None, {"x": x})
+    else:
+        want = ort_run(m, {"x": x})
+    art = byteir_core.compile(m, target="cpu", progress=False)
+    got = byteir_core.load(art).run(x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
