@@ -22,6 +22,10 @@ def _to_attr(a: np.ndarray):
     a = np.require(a, requirements="C")  # unlike ascontiguousarray, keeps rank 0
     if a.dtype.name == "bfloat16":  # bf16 kernels take i16 bit patterns (NumPy has no bf16 buffer format)
         a = a.view(np.int16)
+    elif a.dtype.name.startswith("float8"):  # float8 kernels take i8 bit patterns (reference.py's wrapper)
+        a = a.view(np.int8)
+    elif a.dtype.name in ("int4", "uint4"):  # 4-bit kernels take i8 values (ml_dtypes keeps one per byte)
+        a = a.astype(np.int8)
     return ir.DenseElementsAttr.get(a, shape=list(a.shape))
 
 

@@ -196,3 +196,31 @@ def test_constant_folding_and_weights():
     assert art.report["ops_per_backend"] == {"reference": {"stablehlo.add": 1}}
     assert [a.kind for a in art.module.args] == ["input", "output", "weight"]
     assert len(art.module.weights["w0"]) == 64 * 64 * 4
+
+
+NARROW = [("f8E4M3FN", ml_dtypes.float8_e4m3fn), ("f8E5M2", ml_dtypes.float8_e5m2),
+          ("f8E4M3FNUZ", ml_dtypes.float8_e4m3fnuz), ("f8E5M2FNUZ", ml_dtypes.float8_e5m2fnuz),
+          ("i4", ml_dtypes.int4), ("ui4", ml_dtypes.uint4)]
+
+
+@pytest.mark.parametrize("mlir_type,np_type", NARROW)
+def test_narrow_types_in_and_out(mlir_type, np_type):
+    """float8 and 4-bit tensors as arguments and results (ml_dtypes arrays), converted to and from f32: the
+    values ml_dtypes' own casts give (ONNX's Cast cases to and from these types run on the reference backend)."""
+    n = f"tensor<3x4x{mlir_type}>"
+    text = func(f"%x: {n}, %y: {T}", f"{T}, {n}",
+                f"  %a = stablehlo.convert %x : ({n}) -> {T}\n"
+                f"  %b = stablehlo.convert %y : ({T}) -> {n}\n"
+                f"  return %a, %b : {T}, {n}")
+    lo, hi = (0, 15) if mlir_type == "ui4" else (-8, 7) if mlir_type == "i4" else (-3, 3)
+    if mlir_type.endswith("4"):
+        x = rng.integers(lo, hi + 1, (3, 4)).astype(np_type)
+        y = rng.integers(lo, hi + 1, (3, 4)).astype(np.float32)
+    else:
+        x = (X * 2).astype(np_type)
+        y = Y * 2
+    (a, b), _ = run(text, x, y)
+    assert a.dtype == np.float32 and b.dtype == np.dtype(np_type)
+    np.testing.assert_array_equal(a, x.astype(np.float32))
+    np.testing.assert_array_equal(b.astype(np.float32), y.astype(np_type).astype(np.float32))
+    assert len(np.unique(a)) > 3  # varied values, not one

@@ -8,7 +8,8 @@ regions; deprecated ops are legalized by the ``legalize`` pass group before part
 Two things the interpreter gets wrong are worked around at compile time, in the kernel this backend writes:
 it reads unsigned start indices (gather, dynamic_slice, dynamic_update_slice, scatter) as signed, so a ``ui8``
 255 clamps to 0 instead of ``dim - size`` (:func:`_signed_start_indices` converts them to ``i64`` first), and it
-takes no bf16 or unsigned arguments from NumPy (they cross the kernel's boundary as signless bit patterns).
+takes no bf16, float8, 4-bit or unsigned arguments from NumPy (they cross the kernel's boundary as signless bit
+patterns, or for 4-bit integers as i8 values).
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ INTERPRETER_OPS = frozenset(f"stablehlo.{n}" for n in """
     while xor""".split())
 
 _INTERPRETER_TYPES = {"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64",
-                      "ui8", "ui16", "ui32", "ui64"}
+                      "ui8", "ui16", "ui32", "ui64", "f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ", "i4", "ui4"}
+
+#: narrow types cross the kernel boundary as i8: float8 as bit patterns, 4-bit integers as values
+_AS_I8_BITS = ("f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ")
+_AS_I8_VALUES = ("i4", "ui4")
 
 
 def _type_ok(t) -> bool:
@@ -119,9 +124,15 @@ def _boundary_type(spec: TensorSpec) -> str:
     patterns (NumPy cannot hand bf16 to MLIR attributes, and the interpreter refuses unsigned ones)."""
     if spec.dtype == "bf16":
         return spec.tensor_type().replace("bf16", "i16")
+    if spec.dtype in _AS_I8_BITS or spec.dtype in _AS_I8_VALUES:
+        return spec.tensor_type().replace(spec.dtype, "i8")
     if spec.dtype.startswith("ui"):
         return spec.tensor_type().replace(spec.dtype, spec.dtype[1:])
     return spec.tensor_type()
+
+
+def _boundary_op(spec: TensorSpec) -> str:
+    return "stablehlo.convert" if spec.dtype in _AS_I8_VALUES else "stablehlo.bitcast_convert"
 
 
 def _needs_boundary(spec: TensorSpec) -> bool:
@@ -139,7 +150,7 @@ def _boundary_wrapper(cluster: Cluster, module) -> str:
     lines, call_args = [], []
     for i, s in enumerate(ins):
         if _needs_boundary(s):
-            lines.append(f"%in{i} = stablehlo.bitcast_convert %arg{i} : ({boundary(s)}) -> {s.tensor_type()}")
+            lines.append(f"%in{i} = {_boundary_op(s)} %arg{i} : ({boundary(s)}) -> {s.tensor_type()}")
             call_args.append(f"%in{i}")
         else:
             call_args.append(f"%arg{i}")
@@ -149,7 +160,7 @@ def _boundary_wrapper(cluster: Cluster, module) -> str:
     rets = []
     for i, s in enumerate(outs):
         if _needs_boundary(s):
-            lines.append(f"%out{i} = stablehlo.bitcast_convert {results[i]} : ({s.tensor_type()}) -> {boundary(s)}")
+            lines.append(f"%out{i} = {_boundary_op(s)} {results[i]} : ({s.tensor_type()}) -> {boundary(s)}")
             rets.append(f"%out{i}")
         else:
             rets.append(results[i])
