@@ -12,8 +12,8 @@ order of operations and the precision of ``onnx.reference``, so results agree bi
   ``a_scale * b_scale / y_scale`` in float64, rounded, shifted, clipped.
 
 Scales and zero points are per tensor, per axis (``axis``) or blocked (``block_size``: repeated along ``axis``).
-Integer types int8/uint8/int16/uint16 (int32 for dequantization) are rewritten; float8 and 4-bit types are left
-to the lowering, which reports them.
+Quantizing writes int8/uint8 (torch-mlir casts to no other integer type); dequantizing reads int8/uint8/int16/
+uint16/int32, int4/uint4 and float8 (the narrow types' converts run on the reference backend).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 _RANGES = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
            TensorProto.INT16: (-32768, 32767)}
-_DEQUANT_IN = set(_RANGES) | {TensorProto.INT32}
+_DEQUANT_IN = set(_RANGES) | {TensorProto.INT32, TensorProto.INT4, TensorProto.UINT4, TensorProto.FLOAT8E4M3FN,
+                              TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2FNUZ}
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 
 
