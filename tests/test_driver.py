@@ -272,6 +272,27 @@ def test_power_by_a_constant_is_simplified(exponent, replacement):
     np.testing.assert_allclose(byteir_core.load(art.to_bytes())(x), x ** float(exponent), rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape,dims,result", [((0, 5), [0], (5,)), ((3, 0), [1], (3,)), ((0, 4), [1], (0,))])
+@pytest.mark.parametrize("target", ["cpu", "reference"])
+def test_a_reduce_of_no_elements_is_its_init_value(shape, dims, result, target):
+    """A sum (init 0) and a max (init -inf) over an empty set; the CPU code generator could not compile the loop
+    over nothing, so it never sees one."""
+    t_in = "tensor<" + "x".join(map(str, shape)) + "xf32>"
+    t_out = "tensor<" + "".join(f"{d}x" for d in result) + "f32>"
+    text = func(f"%x: {t_in}", f"{t_out}, {t_out}", f"""
+  %z = stablehlo.constant dense<0.0> : tensor<f32>
+  %m = stablehlo.constant dense<0xFF800000> : tensor<f32>
+  %s = stablehlo.reduce(%x init: %z) applies stablehlo.add across dimensions = {dims} : ({t_in}, tensor<f32>) -> {t_out}
+  %n = stablehlo.reduce(%x init: %m) applies stablehlo.maximum across dimensions = {dims} : ({t_in}, tensor<f32>) -> {t_out}
+  return %s, %n : {t_out}, {t_out}""")
+    art = byteir_core.compile(text, target=target, progress=False)
+    assert "stablehlo.reduce" not in str(art.report.get("ops_per_backend"))
+    x = np.zeros(shape, np.float32)
+    s, n = byteir_core.load(art.to_bytes()).run(x)
+    np.testing.assert_array_equal(s, x.sum(axis=tuple(dims)))
+    np.testing.assert_array_equal(n, np.full(result, -np.inf, np.float32))
+
+
 @pytest.mark.parametrize("case", ["rhs-2d", "lhs-batched", "free-order-changes"])
 def test_transposes_fold_into_dot_general_when_the_result_is_unchanged(case):
     if case == "rhs-2d":  # x @ w.T with w an argument (torch.compile graphs): no transpose left

@@ -4,6 +4,7 @@
 A convolution with constant weights absorbs the per-channel scale and shift that follow it (inference
 BatchNorm): one bias add is left.
 ``x ** c`` with a splat constant ``c`` in {1, 2, 3, 0.5, -0.5} becomes multiplies, ``sqrt`` or ``rsqrt``: RMSNorm's ``x.pow(2)`` otherwise calls ``powf`` for every element.
+A ``reduce`` over a dimension of size 0 becomes its init value, broadcast.
 """
 
 from __future__ import annotations
@@ -214,7 +215,30 @@ def _fold_channel_affine_into_conv(op) -> bool:
     return True
 
 
-RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot}
+def _fold_empty_reduce(op) -> bool:
+    """A ``reduce`` of an input with no elements combines none: each result is its init value, broadcast.
+    (ONNX's ``Reduce*`` of an empty set; the CPU code generator cannot bufferize a loop over nothing.)"""
+    n = len(op.results)
+    inputs, inits = list(op.operands)[:n], list(op.operands)[n:]
+    t = inputs[0].type
+    if not isinstance(t, ir.RankedTensorType) or not t.has_static_shape or 0 not in t.shape:
+        return False  # (a 0 in a kept dimension: the result is empty, so the broadcast is right too)
+    if not all(isinstance(r.type, ir.RankedTensorType) and r.type.has_static_shape for r in op.results):
+        return False
+    news = []
+    with op.context, op.location, ir.InsertionPoint(op):
+        for init, r in zip(inits, op.results):
+            news.append(ir.Operation.create("stablehlo.broadcast_in_dim", results=[r.type], operands=[init],
+                                            attributes={"broadcast_dimensions": ir.DenseI64ArrayAttr.get([])}
+                                            ).result)
+    for r, new in zip(op.results, news):
+        r.replace_all_uses_with(new)
+    op.erase()
+    return True
+
+
+RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot,
+         "stablehlo.reduce": _fold_empty_reduce}
 
 
 def _apply(module, rules, erases_later_ops: bool = False) -> None:
