@@ -12,6 +12,10 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   AveragePool) and the pool itself gets none; for an AveragePool that excludes padding from its divisor
   (``count_include_pad=0``, the default), the result is rescaled by a constant: window size over the number of
   real elements in each window.
+- **Pools with ``auto_pad``** (SAME_UPPER, SAME_LOWER, VALID) get explicit pads from the static shape (torch-mlir
+  computed wrong output shapes for SAME); asymmetric ones then go through the rewrite above.
+- **Clip** with neither bound is an ``Identity``; **Hardmax** is ``ArgMax`` compared with the positions along the
+  axis (torch-mlir's lowerings of both do not reach StableHLO).
 - **Resize** becomes per-axis Gather / MatMul with constant weights (:mod:`.resize`): torch-mlir lowers none.
 - **QuantizeLinear, DequantizeLinear, QLinearMatMul** become integer/float arithmetic (:mod:`.quantize`):
   torch-mlir's quantized tensors do not reach StableHLO.
@@ -92,6 +96,16 @@ def legalize(proto: onnx.ModelProto) -> int:
             new_nodes.extend(_floored_mod(n))
             changed += 1
             continue
+        if n.op_type == "Clip" and n.domain in ("", "ai.onnx") and not any(list(n.input)[1:]) and not n.attribute:
+            new_nodes.append(helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name))
+            changed += 1
+            continue
+        if n.op_type == "Hardmax" and n.domain in ("", "ai.onnx"):
+            out = _hardmax(proto, n, inits)
+            if out is not None:
+                new_nodes.extend(out)
+                changed += 1
+                continue
         if n.op_type in ("MaxPool", "AveragePool") and n.domain in ("", "ai.onnx"):
             out = _split_pool_pads(proto, n, inits)
             if out is not None:
@@ -104,6 +118,23 @@ def legalize(proto: onnx.ModelProto) -> int:
         g.node.extend(new_nodes)
         g.initializer.extend(inits)
     return changed
+
+
+def _hardmax(proto, n, inits):
+    """``Hardmax``: 1 at the first maximum along ``axis``, else 0: ``ArgMax`` (which picks the first) compared with
+    the positions along the axis."""
+    shape, elem = _static_shape(proto, n.input[0])
+    if shape is None:
+        return None
+    axis = _attrs(n).get("axis", -1) % len(shape)
+    base = n.name or "hardmax"
+    pos = np.arange(shape[axis], dtype=np.int64).reshape([-1 if d == axis else 1 for d in range(len(shape))])
+    inits.append(numpy_helper.from_array(pos, f"{base}/positions"))
+    return [helper.make_node("ArgMax", [n.input[0]], [f"{base}/argmax"], name=f"{base}/argmax", axis=axis,
+                             keepdims=1),
+            helper.make_node("Equal", [f"{base}/positions", f"{base}/argmax"], [f"{base}/is_max"],
+                             name=f"{base}/equal"),
+            helper.make_node("Cast", [f"{base}/is_max"], list(n.output), name=base, to=elem)]
 
 
 def _floored_mod(n):
@@ -128,12 +159,30 @@ def _floored_mod(n):
 
 def _split_pool_pads(proto, n, inits):
     a = _attrs(n)
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or len(n.output) != 1:
+    if len(n.output) != 1:
         return None
     shape, elem = _static_shape(proto, n.input[0])
     if shape is None or elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16):
         return None
     k = len(shape) - 2
+    auto = a.pop("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("SAME_UPPER", "SAME_LOWER", "VALID"):  # explicit pads from the static shape, as ONNX defines them
+        if any(d != 1 for d in a.get("dilations", [1] * k)) or a.get("ceil_mode", 0):
+            return None
+        kernel, strides = a["kernel_shape"], a.get("strides", [1] * k)
+        pads = [0] * (2 * k)
+        if auto != "VALID":
+            for d in range(k):
+                total = max((-(-shape[2 + d] // strides[d]) - 1) * strides[d] + kernel[d] - shape[2 + d], 0)
+                small, big = total // 2, total - total // 2
+                pads[d], pads[k + d] = (small, big) if auto == "SAME_UPPER" else (big, small)
+        a["pads"] = pads
+        if pads[:k] == pads[k:]:  # symmetric: the pool itself takes them
+            keep = {key: v for key, v in a.items()}
+            return [helper.make_node(n.op_type, list(n.input), list(n.output), name=n.name, **keep)]
+    elif auto != "NOTSET":
+        return None
     pads = list(a.get("pads", [0] * (2 * k)))
     if len(pads) != 2 * k:
         return None

@@ -227,3 +227,30 @@ def test_recurrent_layers_are_unrolled_and_match_onnxruntime(kind, direction, la
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_same_padded_pools_hardmax_and_an_unbounded_clip_match_onnxruntime():
+    """Rewrites before import (rewrites.py): pools with auto_pad SAME_UPPER/SAME_LOWER (TensorFlow exports) get
+    explicit pads, Hardmax becomes ArgMax == position, Clip without bounds an Identity."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["a"], name="avg", kernel_shape=[3, 2], strides=[2, 2],
+                         auto_pad="SAME_UPPER"),
+        helper.make_node("MaxPool", ["x"], ["m"], name="max", kernel_shape=[2, 3], strides=[1, 2],
+                         auto_pad="SAME_LOWER"),
+        helper.make_node("Clip", ["m"], ["c"], name="clip"),
+        helper.make_node("Hardmax", ["c"], ["h"], name="hardmax", axis=-1),
+    ]
+    vi = helper.make_tensor_value_info
+    g = helper.make_graph(nodes, "pools", [vi("x", TensorProto.FLOAT, [1, 2, 7, 9])],
+                          [vi("a", TensorProto.FLOAT, [1, 2, 4, 5]), vi("h", TensorProto.FLOAT, [1, 2, 7, 5])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    x = _x((1, 2, 7, 9), 31)
+    want = ort_run(m, {"x": x})
+    art = byteir_core.compile(m, target="cpu", progress=False)
+    got = byteir_core.load(art).run(x)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[1], want[1])
+    assert want[1].sum() == 2 * 7  # one 1 per row
