@@ -15,7 +15,8 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
 - **Pools with ``auto_pad``** (SAME_UPPER, SAME_LOWER, VALID) get explicit pads from the static shape (torch-mlir
   computed wrong output shapes for SAME); asymmetric ones then go through the rewrite above.
 - **Clip** with neither bound is an ``Identity``; **Hardmax** is ``ArgMax`` compared with the positions along the
-  axis (torch-mlir's lowerings of both do not reach StableHLO).
+  axis (torch-mlir's lowerings of both do not reach StableHLO); **OneHot** (constant depth) compares indices
+  with positions; **CumProd** is a running product along its axis.
 - **Resize** becomes per-axis Gather / MatMul with constant weights (:mod:`.resize`): torch-mlir lowers none.
 - **QuantizeLinear, DequantizeLinear, QLinearMatMul** become integer/float arithmetic (:mod:`.quantize`):
   torch-mlir's quantized tensors do not reach StableHLO.
@@ -100,6 +101,16 @@ def legalize(proto: onnx.ModelProto) -> int:
             new_nodes.append(helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name))
             changed += 1
             continue
+        if n.op_type in ("OneHot", "CumProd") and n.domain in ("", "ai.onnx"):
+            from .resize import constant_values
+
+            types = _types(proto) if types is None else types
+            consts = constant_values(proto) if consts is None else consts
+            out = (_onehot if n.op_type == "OneHot" else _cumprod)(n, consts, types, inits)
+            if out is not None:
+                new_nodes.extend(out)
+                changed += 1
+                continue
         if n.op_type == "Hardmax" and n.domain in ("", "ai.onnx"):
             out = _hardmax(proto, n, inits)
             if out is not None:
@@ -118,6 +129,67 @@ def legalize(proto: onnx.ModelProto) -> int:
         g.node.extend(new_nodes)
         g.initializer.extend(inits)
     return changed
+
+
+def _onehot(n, consts, types, inits):
+    """``OneHot`` with a constant depth: the (negative-wrapped) index compared with the positions along ``axis``,
+    then ``values[1]`` where equal and ``values[0]`` elsewhere (an index out of range gives a row of off values);
+    torch-mlir's lowering reads ``values`` as compile-time scalars."""
+    from .quantize import _Builder
+
+    depth, ishape = consts.get(n.input[1]), types.get(n.input[0], (None, None))[0]
+    if depth is None or ishape is None:
+        return None
+    depth = int(np.asarray(depth).reshape(-1)[0])
+    rank = len(ishape) + 1
+    axis = _attrs(n).get("axis", -1) % rank
+    b = _Builder(n.name or "onehot", inits)
+    idx = b.cast(n.input[0], onnx.TensorProto.INT64)
+    idx = b.op("Where", [b.op("Less", [idx, b.const(np.int64(0), "zero")]),
+                         b.op("Add", [idx, b.const(np.int64(depth), "depth")]), idx])
+    pos = b.const(np.arange(depth, dtype=np.int64).reshape([-1 if d == axis else 1 for d in range(rank)]), "pos")
+    hit = b.op("Equal", [b.op("Unsqueeze", [idx, b.const(np.array([axis], np.int64), "axis")]), pos])
+    on = b.op("Gather", [n.input[2], b.const(np.int64(1), "one")], axis=0)
+    off = b.op("Gather", [n.input[2], b.const(np.int64(0), "zero")], axis=0)
+    b.op("Where", [hit, on, off], n.output[0])
+    return b.nodes
+
+
+#: CumProd is unrolled (one Mul per position) up to this length along its axis
+MAX_CUMPROD = 256
+
+
+def _cumprod(n, consts, types, inits):
+    """``CumProd`` along a constant axis of static length: the running product, one Mul per position
+    (``exclusive`` shifts it by one, starting from 1; ``reverse`` runs from the end); torch-mlir's lowering does
+    not reach StableHLO."""
+    from .quantize import _Builder
+
+    axis, (shape, elem) = consts.get(n.input[1]), types.get(n.input[0], (None, None))
+    if axis is None or shape is None or elem is None:
+        return None
+    axis = int(np.asarray(axis).reshape(-1)[0]) % len(shape)
+    length = shape[axis]
+    if not 0 < length <= MAX_CUMPROD:
+        return None
+    a = _attrs(n)
+    b = _Builder(n.name or "cumprod", inits)
+
+    def at(k):
+        return b.op("Slice", [n.input[0], b.const(np.array([k], np.int64), "s"),
+                              b.const(np.array([k + 1], np.int64), "e"), b.const(np.array([axis], np.int64), "a")])
+
+    order = list(range(length))[::-1] if a.get("reverse", 0) else list(range(length))
+    one_shape = [1 if d == axis else s for d, s in enumerate(shape)]
+    outs, running = {}, None
+    for k in order:
+        if a.get("exclusive", 0):
+            outs[k] = running or b.const(np.ones(one_shape, helper.tensor_dtype_to_np_dtype(elem)), "ones")
+        running = at(k) if running is None else b.op("Mul", [running, at(k)])
+        if not a.get("exclusive", 0):
+            outs[k] = running
+    b.op("Concat", [outs[k] for k in range(length)], n.output[0], axis=axis)
+    return b.nodes
 
 
 def _hardmax(proto, n, inits):

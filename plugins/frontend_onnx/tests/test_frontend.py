@@ -254,3 +254,35 @@ def test_same_padded_pools_hardmax_and_an_unbounded_clip_match_onnxruntime():
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(got[1], want[1])
     assert want[1].sum() == 2 * 7  # one 1 per row
+
+
+def test_onehot_with_runtime_values_and_cumprod_are_rewritten_correctly():
+    """OneHot (negative and out-of-range indices, on/off values given at run time; against ONNX Runtime) and
+    CumProd (opset 26, exclusive and reverse; against NumPy) are rewritten before import (rewrites.py)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    vi = helper.make_tensor_value_info
+
+    def model(node, inputs, outputs, inits, opset):
+        m = helper.make_model(helper.make_graph([node], "m", inputs, outputs, initializer=inits),
+                              opset_imports=[helper.make_opsetid("", opset)])
+        m.ir_version = 8 if opset < 21 else 10
+        return m
+
+    onehot = model(helper.make_node("OneHot", ["idx", "depth", "values"], ["oh"], name="onehot", axis=0),
+                   [vi("idx", TensorProto.INT64, [2, 3]), vi("values", TensorProto.FLOAT, [2])],
+                   [vi("oh", TensorProto.FLOAT, [6, 2, 3])],
+                   [numpy_helper.from_array(np.array(6, np.int64), "depth")], 17)
+    feeds = {"idx": np.array([[0, 5, -1], [-6, 7, 2]], np.int64), "values": np.array([-2.0, 3.0], np.float32)}
+    (want,) = ort_run(onehot, feeds)
+    got = byteir_core.load(byteir_core.compile(onehot, target="cpu", progress=False))(**feeds)
+    np.testing.assert_array_equal(got, want)
+    assert (want == 3.0).sum() == 5  # index 7 is out of range: a row of off values
+
+    cumprod = model(helper.make_node("CumProd", ["x", "axis"], ["cp"], name="cumprod", exclusive=1, reverse=1),
+                    [vi("x", TensorProto.FLOAT, [2, 5])], [vi("cp", TensorProto.FLOAT, [2, 5])],
+                    [numpy_helper.from_array(np.array(1, np.int64), "axis")], 26)
+    x = _x((2, 5), 41)
+    want = np.concatenate([np.cumprod(x[:, ::-1], axis=1)[:, ::-1][:, 1:], np.ones((2, 1), np.float32)], axis=1)
+    got = byteir_core.load(byteir_core.compile(cumprod, target="cpu", progress=False))(x=x)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
