@@ -58,72 +58,27 @@ def _attrs(node) -> dict:
 
 
 def legalize(proto: onnx.ModelProto) -> int:
-    """Rewrite in place; the number of nodes rewritten."""
+    """Rewrite in place; the number of nodes rewritten. A rule that cannot handle a node (a form it does not
+    know, an operand it cannot read) leaves it as it is, for the lowering to take or to report."""
     g = proto.graph
     new_nodes, inits, changed = [], [], 0
-    consts = types = None
+    ctx = _Context(proto)
     for n in g.node:
-        if n.op_type in ("RNN", "GRU", "LSTM") and n.domain in ("", "ai.onnx"):
-            from .resize import constant_values
-            from .rnn import rewrite as unroll
-
-            types = _types(proto) if types is None else types
-            consts = constant_values(proto) if consts is None else consts
-            out = unroll(n, lambda name: types.get(name, (None, None)), consts, inits)
-            if out is not None:
-                new_nodes.extend(out)
-                changed += 1
-                continue
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearMatMul") and n.domain in ("", "ai.onnx"):
-            from .quantize import rewrite
-
-            types = _types(proto) if types is None else types
-            out = rewrite(n, lambda name: types.get(name, (None, None)), inits)
-            if out is not None:
-                new_nodes.extend(out)
-                changed += 1
-                continue
-        if n.op_type == "Resize" and n.domain in ("", "ai.onnx"):
-            from .resize import constant_values, rewrite_resize
-
-            consts = constant_values(proto) if consts is None else consts
-            shape, elem = _static_shape(proto, n.input[0])
-            out = rewrite_resize(proto, n, consts, shape, elem, _static_shape(proto, n.output[0])[0], inits)
-            if out is not None:
-                new_nodes.extend(out)
-                changed += 1
-                continue
-        if n.op_type == "Mod" and n.domain in ("", "ai.onnx") and not _attrs(n).get("fmod", 0):
-            new_nodes.extend(_floored_mod(n))
+        rule = RULES.get(n.op_type) if n.domain in ("", "ai.onnx") else None
+        out = None
+        if rule is not None:
+            mark = len(inits)
+            try:
+                out = rule(ctx, n, inits)
+            except (ValueError, IndexError, KeyError, TypeError, ZeroDivisionError, AttributeError):
+                out = None
+            if out is None:
+                del inits[mark:]
+        if out is None:
+            new_nodes.append(n)
+        else:
+            new_nodes.extend(out)
             changed += 1
-            continue
-        if n.op_type == "Clip" and n.domain in ("", "ai.onnx") and not any(list(n.input)[1:]) and not n.attribute:
-            new_nodes.append(helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name))
-            changed += 1
-            continue
-        if n.op_type in ("OneHot", "CumProd") and n.domain in ("", "ai.onnx"):
-            from .resize import constant_values
-
-            types = _types(proto) if types is None else types
-            consts = constant_values(proto) if consts is None else consts
-            out = (_onehot if n.op_type == "OneHot" else _cumprod)(n, consts, types, inits)
-            if out is not None:
-                new_nodes.extend(out)
-                changed += 1
-                continue
-        if n.op_type == "Hardmax" and n.domain in ("", "ai.onnx"):
-            out = _hardmax(proto, n, inits)
-            if out is not None:
-                new_nodes.extend(out)
-                changed += 1
-                continue
-        if n.op_type in ("MaxPool", "AveragePool") and n.domain in ("", "ai.onnx"):
-            out = _split_pool_pads(proto, n, inits)
-            if out is not None:
-                new_nodes.extend(out)
-                changed += 1
-                continue
-        new_nodes.append(n)
     if changed:
         del g.node[:]
         g.node.extend(new_nodes)
@@ -131,13 +86,79 @@ def legalize(proto: onnx.ModelProto) -> int:
     return changed
 
 
-def _onehot(n, consts, types, inits):
+class _Context:
+    """What rules read of the model, computed once and only if asked for."""
+
+    def __init__(self, proto):
+        self.proto = proto
+        self._types = self._consts = None
+
+    def info(self, name):
+        if self._types is None:
+            self._types = _types(self.proto)
+        return self._types.get(name, (None, None))
+
+    @property
+    def consts(self) -> dict:
+        if self._consts is None:
+            from .resize import constant_values
+
+            self._consts = constant_values(self.proto)
+        return self._consts
+
+
+def _rnn_rule(ctx, n, inits):
+    from .rnn import rewrite
+
+    return rewrite(n, ctx.info, ctx.consts, inits)
+
+
+def _quantize_rule(ctx, n, inits):
+    from .quantize import rewrite
+
+    return rewrite(n, ctx.info, inits)
+
+
+def _resize_rule(ctx, n, inits):
+    from .resize import rewrite_resize
+
+    shape, elem = _static_shape(ctx.proto, n.input[0])
+    return rewrite_resize(ctx.proto, n, ctx.consts, shape, elem, _static_shape(ctx.proto, n.output[0])[0], inits)
+
+
+def _mod_rule(ctx, n, inits):
+    return None if _attrs(n).get("fmod", 0) else _floored_mod(n)
+
+
+def _clip_rule(ctx, n, inits):
+    if any(list(n.input)[1:]) or n.attribute:
+        return None
+    return [helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name)]
+
+
+def _pool_rule(ctx, n, inits):
+    return _split_pool_pads(ctx.proto, n, inits)
+
+
+def _hardmax_rule(ctx, n, inits):
+    return _hardmax(ctx.proto, n, inits)
+
+
+def _onehot_rule(ctx, n, inits):
+    return _onehot(n, ctx.consts, ctx.info, inits)
+
+
+def _cumprod_rule(ctx, n, inits):
+    return _cumprod(n, ctx.consts, ctx.info, inits)
+
+
+def _onehot(n, consts, info, inits):
     """``OneHot`` with a constant depth: the (negative-wrapped) index compared with the positions along ``axis``,
     then ``values[1]`` where equal and ``values[0]`` elsewhere (an index out of range gives a row of off values);
     torch-mlir's lowering reads ``values`` as compile-time scalars."""
     from .quantize import _Builder
 
-    depth, ishape = consts.get(n.input[1]), types.get(n.input[0], (None, None))[0]
+    depth, ishape = consts.get(n.input[1]), info(n.input[0])[0]
     if depth is None or ishape is None:
         return None
     depth = int(np.asarray(depth).reshape(-1)[0])
@@ -159,13 +180,13 @@ def _onehot(n, consts, types, inits):
 MAX_CUMPROD = 256
 
 
-def _cumprod(n, consts, types, inits):
+def _cumprod(n, consts, info, inits):
     """``CumProd`` along a constant axis of static length: the running product, one Mul per position
     (``exclusive`` shifts it by one, starting from 1; ``reverse`` runs from the end); torch-mlir's lowering does
     not reach StableHLO."""
     from .quantize import _Builder
 
-    axis, (shape, elem) = consts.get(n.input[1]), types.get(n.input[0], (None, None))
+    axis, (shape, elem) = consts.get(n.input[1]), info(n.input[0])
     if axis is None or shape is None or elem is None:
         return None
     axis = int(np.asarray(axis).reshape(-1)[0]) % len(shape)
@@ -310,3 +331,9 @@ def _split_pool_pads(proto, n, inits):
     pool = helper.make_node("AveragePool", [padded], [pooled], name=n.name, **keep)
     mul = helper.make_node("Mul", [pooled, scale_name], list(n.output), name=f"{base}/exclude_pad")
     return [pad, pool, mul]
+
+
+RULES = {"RNN": _rnn_rule, "GRU": _rnn_rule, "LSTM": _rnn_rule, "QuantizeLinear": _quantize_rule,
+         "DequantizeLinear": _quantize_rule, "QLinearMatMul": _quantize_rule, "Resize": _resize_rule,
+         "Mod": _mod_rule, "Clip": _clip_rule, "OneHot": _onehot_rule, "CumProd": _cumprod_rule,
+         "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule}
