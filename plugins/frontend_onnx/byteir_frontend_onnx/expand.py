@@ -48,13 +48,9 @@ def _expandable(proto: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in proto.graph.node if n.domain in ("", "ai.onnx") and n.op_type in EXPAND]
 
 
-def expand_functions(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """``proto`` with model-local functions and the :data:`EXPAND` ops inlined; and how many nodes were
-    expanded."""
-    count = 0
+def expand_functions(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with model-local functions and the :data:`EXPAND` ops inlined."""
     if proto.functions:
-        local = {(f.domain, f.name) for f in proto.functions}
-        count += sum(1 for n in proto.graph.node if (n.domain, n.op_type) in local)
         proto = _inline(proto, "model-local functions")
     for _ in range(MAX_ROUNDS):
         if not _expandable(proto):
@@ -62,13 +58,15 @@ def expand_functions(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         # types for context-dependent bodies; lenient, as strict inference can fail on a function op itself
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         _type_initializers(proto)
-        nodes = _expandable(proto)
-        built = [n.op_type for n in nodes if _to_local_function(proto, n, len(proto.functions))]
+        g = proto.graph
+        types = {v.name: v.type for v in list(g.input) + list(g.value_info) + list(g.output)}
+        opset = {imp.domain or "": imp.version for imp in proto.opset_import}.get("", 1)
+        built = [n.op_type for n in _expandable(proto)
+                 if _to_local_function(proto, n, len(proto.functions), types, opset)]
         if not built:
             break
-        count += len(built)
         proto = _inline(proto, ", ".join(dict.fromkeys(built)))
-    return proto, count
+    return proto
 
 
 def _inline(proto: onnx.ModelProto, what: str) -> onnx.ModelProto:
@@ -87,19 +85,15 @@ def _inline(proto: onnx.ModelProto, what: str) -> onnx.ModelProto:
     return out
 
 
-def _to_local_function(proto: onnx.ModelProto, n: onnx.NodeProto, index: int) -> bool:
+def _to_local_function(proto: onnx.ModelProto, n: onnx.NodeProto, index: int, types: dict, opset: int) -> bool:
     """Turn node ``n`` into a call of a model-local function holding its ONNX body, built for this node (its
     attributes, which inputs it has, their types); False when the op has no body at the model's opset.
 
     onnx's own schema inlining (``inline_schema_functions``) fails on a node that skips an optional input in the
     middle (``Attention(Q, K, V, "", past_key, past_value)``: "Type unknown for"), and drops attributes left
     at their defaults; building the body here handles both."""
-    imports = {imp.domain or "": imp.version for imp in proto.opset_import}
-    opset = imports.get("", 1)
     schema = onnx.defs.get_schema(n.op_type, opset, "")
-    types = {v.name: v.type for v in list(proto.graph.input) + list(proto.graph.value_info)
-             + list(proto.graph.output)}
-    _spell_out_defaults(proto, n, schema)
+    _spell_out_defaults(n, schema)
     body = None
     if schema.has_context_dependent_function:
         versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
@@ -134,7 +128,7 @@ def _type_initializers(proto: onnx.ModelProto) -> None:
             g.value_info.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
 
 
-def _spell_out_defaults(proto: onnx.ModelProto, n: onnx.NodeProto, schema) -> None:
+def _spell_out_defaults(n: onnx.NodeProto, schema) -> None:
     """Give node ``n`` every attribute its schema has a default for. onnx's inliner drops a body's reference to
     an attribute the node leaves unset instead of using the schema's default (an unset ``axes`` of
     MeanVarianceNormalization, ``[0, 2, 3]``, became ReduceMean over every axis)."""

@@ -607,7 +607,7 @@ def expand(proto: onnx.ModelProto, where: str) -> onnx.ModelProto:
     from .expand import ExpandError, expand_functions
 
     try:
-        return expand_functions(proto)[0]
+        return expand_functions(proto)
     except ExpandError as e:
         raise OnnxModelError(f"{where}: {e}", where) from None
 
