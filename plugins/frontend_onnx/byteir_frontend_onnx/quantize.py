@@ -29,7 +29,9 @@ _DEQUANT_IN = set(_RANGES) | {TensorProto.INT32, TensorProto.INT4, TensorProto.U
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 
 
-class _Builder:
+class GraphBuilder:
+    """Nodes and constants for a rewrite, named under the node being replaced (shared by the rewrite modules)."""
+
     def __init__(self, base: str, inits: list):
         self.base, self.inits, self.nodes, self.k = base, inits, [], 0
 
@@ -51,7 +53,7 @@ class _Builder:
         return self.op("Cast", [x], to=to)
 
 
-def _broadcastable(b: _Builder, value: str, vshape, xshape, axis: int, block: int) -> str | None:
+def _broadcastable(b: GraphBuilder, value: str, vshape, xshape, axis: int, block: int) -> str | None:
     """``value`` (a scale or zero point) shaped to broadcast against ``x``, as onnx.reference's reshape_input."""
     if vshape is None or xshape is None:
         return None
@@ -99,7 +101,7 @@ def _dequantize(n, attrs, ins, info, inits):
     if xt not in _DEQUANT_IN or st not in _FLOATS:
         return None
     out_t = attrs.get("output_dtype", 0) or st
-    b = _Builder(n.name or "dequantize", inits)
+    b = GraphBuilder(n.name or "dequantize", inits)
     axis, block = attrs.get("axis", 1), attrs.get("block_size", 0)
     scale = _broadcastable(b, ins[1], sshape, xshape, axis, block)
     if scale is None:
@@ -124,7 +126,7 @@ def _quantize(n, attrs, ins, info, inits):
     out_t = info(ins[2])[1] if ins[2] else (attrs.get("output_dtype", 0) or TensorProto.UINT8)
     if xt not in _FLOATS or st not in _FLOATS or out_t not in _RANGES:
         return None
-    b = _Builder(n.name or "quantize", inits)
+    b = GraphBuilder(n.name or "quantize", inits)
     axis, block = attrs.get("axis", 1), attrs.get("block_size", 0)
     scale = _broadcastable(b, ins[1], sshape, xshape, axis, block)
     if scale is None:
@@ -156,7 +158,7 @@ def _qlinear_matmul(n, ins, info, inits):
         return None
     if any(info(s)[1] not in _FLOATS for s in (a_scale, b_scale, y_scale)):
         return None
-    b = _Builder(n.name or "qlinear_matmul", inits)
+    b = GraphBuilder(n.name or "qlinear_matmul", inits)
 
     def shifted(x, zp):
         v = b.cast(x, TensorProto.INT32)

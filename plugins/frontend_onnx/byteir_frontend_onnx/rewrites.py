@@ -156,7 +156,7 @@ def _onehot(n, consts, info, inits):
     """``OneHot`` with a constant depth: the (negative-wrapped) index compared with the positions along ``axis``,
     then ``values[1]`` where equal and ``values[0]`` elsewhere (an index out of range gives a row of off values);
     torch-mlir's lowering reads ``values`` as compile-time scalars."""
-    from .quantize import _Builder
+    from .quantize import GraphBuilder
 
     depth, ishape = consts.get(n.input[1]), info(n.input[0])[0]
     if depth is None or ishape is None:
@@ -164,7 +164,7 @@ def _onehot(n, consts, info, inits):
     depth = int(np.asarray(depth).reshape(-1)[0])
     rank = len(ishape) + 1
     axis = _attrs(n).get("axis", -1) % rank
-    b = _Builder(n.name or "onehot", inits)
+    b = GraphBuilder(n.name or "onehot", inits)
     idx = b.cast(n.input[0], onnx.TensorProto.INT64)
     idx = b.op("Where", [b.op("Less", [idx, b.const(np.int64(0), "zero")]),
                          b.op("Add", [idx, b.const(np.int64(depth), "depth")]), idx])
@@ -184,7 +184,7 @@ def _cumprod(n, consts, info, inits):
     """``CumProd`` along a constant axis of static length: the running product, one Mul per position
     (``exclusive`` shifts it by one, starting from 1; ``reverse`` runs from the end); torch-mlir's lowering does
     not reach StableHLO."""
-    from .quantize import _Builder
+    from .quantize import GraphBuilder
 
     axis, (shape, elem) = consts.get(n.input[1]), info(n.input[0])
     if axis is None or shape is None or elem is None:
@@ -194,7 +194,7 @@ def _cumprod(n, consts, info, inits):
     if not 0 < length <= MAX_CUMPROD:
         return None
     a = _attrs(n)
-    b = _Builder(n.name or "cumprod", inits)
+    b = GraphBuilder(n.name or "cumprod", inits)
 
     def at(k):
         return b.op("Slice", [n.input[0], b.const(np.array([k], np.int64), "s"),

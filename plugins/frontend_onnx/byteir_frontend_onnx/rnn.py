@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from .quantize import _Builder
+from .quantize import GraphBuilder
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
@@ -63,7 +63,7 @@ def rewrite(n: onnx.NodeProto, info, consts: dict, inits: list):
             lens = ins[4]
         else:
             return None
-    b = _Builder(n.name or kind.lower(), inits)
+    b = GraphBuilder(n.name or kind.lower(), inits)
     clip = a.get("clip")
 
     def act(name, x):
