@@ -8,8 +8,8 @@ regions; deprecated ops are legalized by the ``legalize`` pass group before part
 Two things the interpreter gets wrong are worked around at compile time, in the kernel this backend writes:
 it reads unsigned start indices (gather, dynamic_slice, dynamic_update_slice, scatter) as signed, so a ``ui8``
 255 clamps to 0 instead of ``dim - size`` (:func:`_signed_start_indices` converts them to ``i64`` first), and it
-takes no bf16, float8, 4-bit or unsigned arguments from NumPy (they cross the kernel's boundary as signless bit
-patterns, or for 4-bit integers as i8 values).
+takes no bf16, float8, float4, 4- or 2-bit integer or unsigned arguments from NumPy (they cross the kernel's
+boundary as signless bit patterns, or for narrow integers as i8 values).
 """
 
 from __future__ import annotations
@@ -37,11 +37,14 @@ INTERPRETER_OPS = frozenset(f"stablehlo.{n}" for n in """
     while xor""".split())
 
 _INTERPRETER_TYPES = {"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64",
-                      "ui8", "ui16", "ui32", "ui64", "f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ", "i4", "ui4"}
+                      "ui8", "ui16", "ui32", "ui64", "f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ", "i4", "ui4",
+                      "f4E2M1FN", "i2", "ui2"}
 
-#: narrow types cross the kernel boundary as i8: float8 as bit patterns, 4-bit integers as values
+#: narrow types cross the kernel boundary as i8: float8 as bit patterns, 4- and 2-bit integers as values
 _AS_I8_BITS = ("f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ")
-_AS_I8_VALUES = ("i4", "ui4")
+_AS_I8_VALUES = ("i4", "ui4", "i2", "ui2")
+#: 4-bit floats cross it as i8 holding their bit pattern as a signed 4-bit value (-8..7), then i4, then bitcast
+_AS_I8_NIBBLE = ("f4E2M1FN",)
 
 
 def _type_ok(t) -> bool:
@@ -124,7 +127,7 @@ def _boundary_type(spec: TensorSpec) -> str:
     patterns (NumPy cannot hand bf16 to MLIR attributes, and the interpreter refuses unsigned ones)."""
     if spec.dtype == "bf16":
         return spec.tensor_type().replace("bf16", "i16")
-    if spec.dtype in _AS_I8_BITS or spec.dtype in _AS_I8_VALUES:
+    if spec.dtype in _AS_I8_BITS or spec.dtype in _AS_I8_VALUES or spec.dtype in _AS_I8_NIBBLE:
         return spec.tensor_type().replace(spec.dtype, "i8")
     if spec.dtype.startswith("ui"):
         return spec.tensor_type().replace(spec.dtype, spec.dtype[1:])
@@ -133,6 +136,26 @@ def _boundary_type(spec: TensorSpec) -> str:
 
 def _boundary_op(spec: TensorSpec) -> str:
     return "stablehlo.convert" if spec.dtype in _AS_I8_VALUES else "stablehlo.bitcast_convert"
+
+
+def _boundary_in(name: str, arg: str, spec: TensorSpec) -> list[str]:
+    """Lines turning boundary value ``arg`` into ``name`` of the argument's own type."""
+    b, t = _boundary_type(spec), spec.tensor_type()
+    if spec.dtype in _AS_I8_NIBBLE:
+        i4 = t.replace(spec.dtype, "i4")
+        return [f"{name}n = stablehlo.convert {arg} : ({b}) -> {i4}",
+                f"{name} = stablehlo.bitcast_convert {name}n : ({i4}) -> {t}"]
+    return [f"{name} = {_boundary_op(spec)} {arg} : ({b}) -> {t}"]
+
+
+def _boundary_out(name: str, res: str, spec: TensorSpec) -> list[str]:
+    """Lines turning result ``res`` into ``name`` of its boundary type."""
+    b, t = _boundary_type(spec), spec.tensor_type()
+    if spec.dtype in _AS_I8_NIBBLE:
+        i4 = t.replace(spec.dtype, "i4")
+        return [f"{name}n = stablehlo.bitcast_convert {res} : ({t}) -> {i4}",
+                f"{name} = stablehlo.convert {name}n : ({i4}) -> {b}"]
+    return [f"{name} = {_boundary_op(spec)} {res} : ({t}) -> {b}"]
 
 
 def _needs_boundary(spec: TensorSpec) -> bool:
@@ -150,7 +173,7 @@ def _boundary_wrapper(cluster: Cluster, module) -> str:
     lines, call_args = [], []
     for i, s in enumerate(ins):
         if _needs_boundary(s):
-            lines.append(f"%in{i} = {_boundary_op(s)} %arg{i} : ({boundary(s)}) -> {s.tensor_type()}")
+            lines += _boundary_in(f"%in{i}", f"%arg{i}", s)
             call_args.append(f"%in{i}")
         else:
             call_args.append(f"%arg{i}")
@@ -160,7 +183,7 @@ def _boundary_wrapper(cluster: Cluster, module) -> str:
     rets = []
     for i, s in enumerate(outs):
         if _needs_boundary(s):
-            lines.append(f"%out{i} = {_boundary_op(s)} {results[i]} : ({s.tensor_type()}) -> {boundary(s)}")
+            lines += _boundary_out(f"%out{i}", results[i], s)
             rets.append(f"%out{i}")
         else:
             rets.append(results[i])

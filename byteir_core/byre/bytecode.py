@@ -273,10 +273,11 @@ _MAX_RANK = 64
 (T_INTEGER, T_INDEX, T_FUNCTION, T_BF16, T_F16, T_F32, T_F64, T_F80, T_F128, T_COMPLEX, T_MEMREF,
  T_MEMREF_SPACE, T_NONE, T_TENSOR, T_TENSOR_ENC, T_TUPLE, T_UNRANKED_MEMREF, T_UNRANKED_MEMREF_SPACE,
  T_UNRANKED_TENSOR, T_VECTOR, T_VECTOR_SCALABLE) = range(21)
-# float8 types (parameterless; codes from MLIR's builtin bytecode encoding): the ones byteir's dtypes name
-T_F8E5M2, T_F8E4M3FN, T_F8E5M2FNUZ, T_F8E4M3FNUZ = 22, 24, 25, 26
+# float8 and float4 types (parameterless; codes from MLIR's builtin bytecode encoding): the ones byteir's dtypes
+# name
+T_F8E5M2, T_F8E4M3FN, T_F8E5M2FNUZ, T_F8E4M3FNUZ, T_F4E2M1FN = 22, 24, 25, 26, 29
 _FLOAT_BITS = {T_BF16: 16, T_F16: 16, T_F32: 32, T_F64: 64, T_F80: 80, T_F128: 128,
-               T_F8E5M2: 8, T_F8E4M3FN: 8, T_F8E5M2FNUZ: 8, T_F8E4M3FNUZ: 8}
+               T_F8E5M2: 8, T_F8E4M3FN: 8, T_F8E5M2FNUZ: 8, T_F8E4M3FNUZ: 8, T_F4E2M1FN: 4}
 _MAX_DIM = 1 << 62
 
 
