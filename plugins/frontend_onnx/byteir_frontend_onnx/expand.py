@@ -147,6 +147,7 @@ def fold_constants(proto: onnx.ModelProto, base: str | None = None) -> onnx.Mode
     import onnx_ir as oir
     from onnxscript import optimizer
 
+    _castlike_to_cast(proto)
     model = oir.serde.deserialize_model(proto)
     if base:
         oir.external_data.set_base_dir(model.graph, base)
@@ -155,3 +156,24 @@ def fold_constants(proto: onnx.ModelProto, base: str | None = None) -> onnx.Mode
         return proto
     optimizer.remove_unused_nodes(model)
     return oir.serde.serialize_model(model)
+
+
+def _castlike_to_cast(proto: onnx.ModelProto) -> None:
+    """``CastLike(x, like)`` -> ``Cast(x, to=<like's type>)`` with its ``saturate``/``round_mode`` kept, in place,
+    where the type of ``like`` is known. onnxscript's folder makes the same rewrite but drops those attributes, so
+    a non-saturating float8 cast became a saturating one (a wrong result)."""
+    g = proto.graph
+    elem = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)
+            if v.type.HasField("tensor_type") and v.type.tensor_type.elem_type}
+    elem.update({t.name: t.data_type for t in g.initializer})
+    for n in g.node:
+        if n.op_type != "CastLike" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
+            continue
+        to = elem.get(n.input[1])
+        if not to:
+            continue
+        kept = [a for a in n.attribute if a.name in ("saturate", "round_mode")]
+        del n.input[1:]
+        n.op_type = "Cast"
+        del n.attribute[:]
+        n.attribute.extend([onnx.helper.make_attribute("to", to)] + kept)

@@ -419,6 +419,11 @@ def import_module(proto: onnx.ModelProto, context) -> ir.Module:
     """``proto`` (shapes inferred, external data loaded) -> torch-dialect ``@main`` in ``context``."""
     from torch_mlir.extras import onnx_importer
 
+    # element types the importer has no entry for; :mod:`.native` lowers the casts to and from them
+    onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.FLOAT4E2M1, ir.Float4E2M1FNType.get)
+    # 2-bit integers are carried as 4-bit ones (torch has no 2-bit dtype; see native.CARRIED)
+    onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.INT2, lambda: ir.IntegerType.get_signed(4))
+    onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.UINT2, lambda: ir.IntegerType.get_unsigned(4))
     register_torch_dialects(context)
     model_info = onnx_importer.ModelInfo(proto)
     module = model_info.create_module(context=context)
@@ -649,5 +654,8 @@ def to_stablehlo(model, options: dict, context) -> ir.Module:
         raise FrontendError(f"{where}: the lowered model does not parse back: {diagnostics_to_text(e)}") from None
     from byteir_core.compiler.driver import set_io_names
 
+    from .native import narrow_boundary
+
+    narrow_boundary(module, proto)
     set_io_names(module, [i.name for i in graph_inputs(proto)], [o.name for o in proto.graph.output])
     return module

@@ -12,8 +12,8 @@ order of operations and the precision of ``onnx.reference``, so results agree bi
   ``a_scale * b_scale / y_scale`` in float64, rounded, shifted, clipped.
 
 Scales and zero points are per tensor, per axis (``axis``) or blocked (``block_size``: repeated along ``axis``).
-Quantizing writes int8/uint8 (torch-mlir casts to no other integer type); dequantizing reads int8/uint8/int16/
-uint16/int32, int4/uint4 and float8 (the narrow types' converts run on the reference backend).
+Quantizing writes 8-, 16-, 4- and 2-bit integers, float8 (``saturate``) and float4; dequantizing reads those
+and int32 (the narrow types' casts are :mod:`.native`'s, and their converts run on the reference backend).
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 _RANGES = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
-           TensorProto.INT16: (-32768, 32767)}
-_DEQUANT_IN = set(_RANGES) | {TensorProto.INT32, TensorProto.INT4, TensorProto.UINT4, TensorProto.FLOAT8E4M3FN,
-                              TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2FNUZ}
+           TensorProto.INT16: (-32768, 32767), TensorProto.UINT4: (0, 15), TensorProto.INT4: (-8, 7),
+           TensorProto.UINT2: (0, 3), TensorProto.INT2: (-2, 1)}
+_FLOAT8 = {TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2FNUZ}
+_DEQUANT_IN = set(_RANGES) | _FLOAT8 | {TensorProto.INT32, TensorProto.FLOAT4E2M1}
+#: QLinearMatMul's operand types (8-bit)
+_QLINEAR = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127)}
 _FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
 
 
@@ -124,21 +127,33 @@ def _dequantize(n, attrs, ins, info, inits):
 def _quantize(n, attrs, ins, info, inits):
     (xshape, xt), (sshape, st) = info(ins[0]), info(ins[1])
     out_t = info(ins[2])[1] if ins[2] else (attrs.get("output_dtype", 0) or TensorProto.UINT8)
-    if xt not in _FLOATS or st not in _FLOATS or out_t not in _RANGES:
+    if xt not in _FLOATS or st not in _FLOATS or out_t not in set(_RANGES) | _FLOAT8 | {TensorProto.FLOAT4E2M1}:
         return None
     b = GraphBuilder(n.name or "quantize", inits)
     axis, block = attrs.get("axis", 1), attrs.get("block_size", 0)
     scale = _broadcastable(b, ins[1], sshape, xshape, axis, block)
     if scale is None:
         return None
-    x = ins[0]
+    x, qt = ins[0], xt  # qt: the type x / scale is computed in
     precision = attrs.get("precision", 0)
     if precision:
-        x, scale = b.cast(x, precision), b.cast(scale, precision)
+        x, scale, qt = b.cast(x, precision), b.cast(scale, precision), precision
     elif st != xt:  # NumPy's promotion, as the reference divides: the wider of the two
-        wide = TensorProto.DOUBLE if TensorProto.DOUBLE in (st, xt) else TensorProto.FLOAT
-        x, scale = b.cast(x, wide), b.cast(scale, wide)
-    q = b.op("Round", [b.cast(b.op("Div", [x, scale]), TensorProto.FLOAT)])
+        qt = TensorProto.DOUBLE if TensorProto.DOUBLE in (st, xt) else TensorProto.FLOAT
+        x, scale = b.cast(x, qt), b.cast(scale, qt)
+    q = b.op("Div", [x, scale])
+    if out_t in _FLOAT8:  # the zero point is 0 by definition; rounding and saturation are the Cast's
+        b.op("Cast", [q], n.output[0], to=out_t, saturate=attrs.get("saturate", 1))
+        return b.nodes
+    if out_t == TensorProto.FLOAT4E2M1:  # no rounding step: the Cast rounds (and saturates) after the shift
+        if ins[2]:
+            zp = _broadcastable(b, ins[2], info(ins[2])[0], xshape, axis, block)
+            if zp is None:
+                return None
+            q = b.op("Add", [q, b.cast(zp, qt)])
+        b.op("Cast", [q], n.output[0], to=out_t)
+        return b.nodes
+    q = b.op("Round", [b.cast(q, TensorProto.FLOAT)])
     if ins[2]:
         zp = _broadcastable(b, ins[2], info(ins[2])[0], xshape, axis, block)
         if zp is None:
@@ -154,7 +169,7 @@ def _qlinear_matmul(n, ins, info, inits):
     a, a_scale, a_zp, bb, b_scale, b_zp, y_scale, y_zp = ins[:8]
     ta, tb = info(a)[1], info(bb)[1]
     out_t = info(y_zp)[1] if y_zp else ta
-    if ta not in _RANGES or tb not in _RANGES or out_t not in _RANGES:
+    if ta not in _QLINEAR or tb not in _QLINEAR or out_t not in _QLINEAR:
         return None
     if any(info(s)[1] not in _FLOATS for s in (a_scale, b_scale, y_scale)):
         return None
@@ -169,7 +184,7 @@ def _qlinear_matmul(n, ins, info, inits):
     d = b.op("Mul", [b.cast(c, TensorProto.DOUBLE), b.cast(mult, TensorProto.DOUBLE)])
     if y_zp:
         d = b.op("Add", [d, b.cast(y_zp, TensorProto.DOUBLE)])
-    lo, hi = _RANGES[out_t]
+    lo, hi = _QLINEAR[out_t]
     d = b.op("Clip", [b.op("Round", [d]), b.const(np.float64(lo), "qmin"), b.const(np.float64(hi), "qmax")])
     b.op("Cast", [d], n.output[0], to=out_t)
     return b.nodes

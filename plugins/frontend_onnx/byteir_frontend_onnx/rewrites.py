@@ -22,6 +22,7 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   torch-mlir's quantized tensors do not reach StableHLO.
 - **RNN, GRU, LSTM** are unrolled over their static sequence length (:mod:`.rnn`): torch-mlir's loop does not
   reach StableHLO.
+- **Scan** is unrolled over its static number of iterations (:mod:`.scan`): torch-mlir has no lowering for it.
 """
 
 from __future__ import annotations
@@ -111,6 +112,12 @@ def _rnn_rule(ctx, n, inits):
     from .rnn import rewrite
 
     return rewrite(n, ctx.info, ctx.consts, inits)
+
+
+def _scan_rule(ctx, n, inits):
+    from .scan import rewrite
+
+    return rewrite(n, ctx.info, inits)
 
 
 def _quantize_rule(ctx, n, inits):
@@ -336,4 +343,4 @@ def _split_pool_pads(proto, n, inits):
 RULES = {"RNN": _rnn_rule, "GRU": _rnn_rule, "LSTM": _rnn_rule, "QuantizeLinear": _quantize_rule,
          "DequantizeLinear": _quantize_rule, "QLinearMatMul": _quantize_rule, "Resize": _resize_rule,
          "Mod": _mod_rule, "Clip": _clip_rule, "OneHot": _onehot_rule, "CumProd": _cumprod_rule,
-         "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule}
+         "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule, "Scan": _scan_rule}

@@ -65,6 +65,7 @@ def lower_bytes(model_bytes, base: str | None):
     from byteir_core.mlir import module_to_bytecode, new_context
 
     from .importer import LoweringFailed, all_static, import_module, lower
+    from .native import lower_native_ops
 
     if isinstance(model_bytes, onnx.ModelProto):
         proto = model_bytes
@@ -83,6 +84,7 @@ def lower_bytes(model_bytes, base: str | None):
             text = " ".join(str(e).split()) or type(e).__name__
             return ("import", text[:600])
         try:
+            lower_native_ops(module)
             lower(module, fast=fast)
         except LoweringFailed as e:
             if fast:
