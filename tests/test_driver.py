@@ -516,3 +516,19 @@ def test_long_compiles_show_progress_on_a_terminal_only(tmp_path, env, shown):
                        env={**__import__("os").environ, "BYTEIR_PROGRESS": env})
     assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
     assert ("compiling" in r.stderr) == shown, r.stderr
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference"])
+def test_a_slice_of_nothing_is_an_empty_constant(target):
+    """ONNX's Split with a zero-size part: the empty slice is a constant, so the CPU code generator (which could not
+    compile a copy of nothing) never sees it; the non-empty part is computed as before."""
+    text = func("%x: tensor<4x3xf32>", "tensor<0x3xf32>, tensor<4x3xf32>", """
+  %e = stablehlo.slice %x [2:2, 0:3] : (tensor<4x3xf32>) -> tensor<0x3xf32>
+  %a = stablehlo.add %x, %x : tensor<4x3xf32>
+  return %e, %a : tensor<0x3xf32>, tensor<4x3xf32>""")
+    art = byteir_core.compile(text, target=target, progress=False)
+    assert "stablehlo.slice" not in str(art.report.get("ops_per_backend"))
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    e, a = byteir_core.load(art.to_bytes()).run(x)
+    assert e.shape == (0, 3) and e.dtype == np.float32
+    np.testing.assert_array_equal(a, x + x)

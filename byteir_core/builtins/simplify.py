@@ -4,7 +4,8 @@
 A convolution with constant weights absorbs the per-channel scale and shift that follow it (inference
 BatchNorm): one bias add is left.
 ``x ** c`` with a splat constant ``c`` in {1, 2, 3, 0.5, -0.5} becomes multiplies, ``sqrt`` or ``rsqrt``: RMSNorm's ``x.pow(2)`` otherwise calls ``powf`` for every element.
-A ``reduce`` over a dimension of size 0 becomes its init value, broadcast.
+A ``reduce`` over a dimension of size 0 becomes its init value, broadcast; a ``slice`` with no elements becomes an
+empty constant.
 """
 
 from __future__ import annotations
@@ -237,8 +238,22 @@ def _fold_empty_reduce(op) -> bool:
     return True
 
 
+def _fold_empty_slice(op) -> bool:
+    """A ``slice`` that selects nothing (ONNX's Split with a zero-size part, a kernel of size one's empty state
+    slice) is an empty constant; the CPU code generator cannot compile a copy of nothing."""
+    t = op.results[0].type
+    if not isinstance(t, ir.RankedTensorType) or not t.has_static_shape or 0 not in t.shape:
+        return False
+    with op.context, op.location, ir.InsertionPoint(op):
+        empty = ir.Attribute.parse(f"dense<> : {t}")
+        new = ir.Operation.create("stablehlo.constant", results=[t], attributes={"value": empty}).result
+    op.results[0].replace_all_uses_with(new)
+    op.erase()
+    return True
+
+
 RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot,
-         "stablehlo.reduce": _fold_empty_reduce}
+         "stablehlo.reduce": _fold_empty_reduce, "stablehlo.slice": _fold_empty_slice}
 
 
 def _apply(module, rules, erases_later_ops: bool = False) -> None:
