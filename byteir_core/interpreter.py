@@ -26,7 +26,7 @@ def _to_attr(a: np.ndarray):
         a = a.view(np.int8)
     elif a.dtype.name == "float4_e2m1fn":  # 4-bit float kernels take i8 holding the bits as a signed nibble
         a = ((a.view(np.uint8) & 0xF).astype(np.int8) ^ 8) - 8
-    elif a.dtype.name in ("int4", "uint4", "int2", "uint2"):  # 4-bit kernels take i8 values (ml_dtypes keeps one per byte)
+    elif a.dtype.name in ("int4", "uint4", "int2", "uint2"):  # narrow integer kernels take i8 values (one per byte)
         a = a.astype(np.int8)
     return ir.DenseElementsAttr.get(a, shape=list(a.shape))
 

@@ -4,4 +4,4 @@
     byteir_core.compile("model.onnx")            # or bytes (frontend="onnx"), or an onnx.ModelProto
 """
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

@@ -12,6 +12,8 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   AveragePool) and the pool itself gets none; for an AveragePool that excludes padding from its divisor
   (``count_include_pad=0``, the default), the result is rescaled by a constant: window size over the number of
   real elements in each window.
+- **LpPool**, and **AveragePool** over three spatial dimensions or with dilations, are depthwise ``Conv``s with a
+  kernel of ones (then a root, or a division by the window size or by each window's real elements).
 - **Pools with ``auto_pad``** (SAME_UPPER, SAME_LOWER, VALID) get explicit pads from the static shape (torch-mlir
   computed wrong output shapes for SAME); asymmetric ones then go through the rewrite above.
 - **Clip** with neither bound is an ``Identity``; **Hardmax** is ``ArgMax`` compared with the positions along the
@@ -23,6 +25,11 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
 - **RNN, GRU, LSTM** are unrolled over their static sequence length (:mod:`.rnn`): torch-mlir's loop does not
   reach StableHLO.
 - **Scan** is unrolled over its static number of iterations (:mod:`.scan`): torch-mlir has no lowering for it.
+- **Pad** with a pad value computed at run time is a zero pad plus ``Where`` over a constant mask.
+- **Compress** with a constant condition is a ``Gather``; **ReverseSequence** is a ``GatherElements`` with
+  positions computed from the lengths.
+- The training optimizers **Adagrad, Momentum, Adam** (:mod:`.training`) and the ML ops **Binarizer,
+  ArrayFeatureExtractor** (:mod:`.ml`) become default-domain arithmetic.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ def legalize(proto: onnx.ModelProto) -> int:
     new_nodes, inits, changed = [], [], 0
     ctx = _Context(proto)
     for n in g.node:
-        rule = RULES.get(n.op_type) if n.domain in ("", "ai.onnx") else None
+        rule = RULES.get(n.op_type) if n.domain in ("", "ai.onnx") else DOMAIN_RULES.get((n.domain, n.op_type))
         out = None
         if rule is not None:
             mark = len(inits)
@@ -84,6 +91,11 @@ def legalize(proto: onnx.ModelProto) -> int:
         del g.node[:]
         g.node.extend(new_nodes)
         g.initializer.extend(inits)
+        if not any(o.domain in ("", "ai.onnx") for o in proto.opset_import):
+            # a model of only ML/training-domain ops had no default domain; its replacements are in it (opset 13,
+            # IR version 7 at least: initializers need not be graph inputs)
+            proto.opset_import.append(helper.make_opsetid("", 13))
+            proto.ir_version = max(proto.ir_version, 7)
     return changed
 
 
@@ -143,8 +155,163 @@ def _clip_rule(ctx, n, inits):
     return [helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name)]
 
 
+def _training_rule(ctx, n, inits):
+    from .training import rewrite
+
+    return rewrite(n, ctx.info, inits)
+
+
+def _ml_rule(ctx, n, inits):
+    from .ml import rewrite
+
+    return rewrite(n, ctx.info, inits)
+
+
+def _compress_rule(ctx, n, inits):
+    """``Compress`` with a constant condition is a ``Gather`` of the selected positions (torch-mlir's lowering
+    does not reach StableHLO); without ``axis``, of the flattened input."""
+    from .quantize import GraphBuilder
+
+    cond = ctx.consts.get(n.input[1])
+    shape, _ = ctx.info(n.input[0])
+    if cond is None or shape is None:
+        return None
+    a = _attrs(n)
+    b = GraphBuilder(n.name or "Compress", inits)
+    x, axis = n.input[0], a.get("axis")
+    if axis is None:
+        x, axis, length = b.op("Reshape", [x, b.const(np.array([-1], np.int64), "flat")]), 0, int(np.prod(shape))
+    else:
+        axis = axis + len(shape) if axis < 0 else axis
+        length = shape[axis]
+    picked = np.nonzero(np.asarray(cond).reshape(-1)[:length])[0].astype(np.int64)
+    b.op("Gather", [x, b.const(picked, "picked")], n.output[0], axis=axis)
+    return b.nodes
+
+
+def _reverse_sequence_rule(ctx, n, inits):
+    """``ReverseSequence``: a ``GatherElements`` along the time axis with, for each batch entry ``b``, positions
+    ``len[b] - 1 - t`` for ``t < len[b]`` and ``t`` beyond (torch-mlir needs the lengths at compile time)."""
+    from .quantize import GraphBuilder
+
+    shape, _ = ctx.info(n.input[0])
+    if shape is None:
+        return None
+    a = _attrs(n)
+    rank = len(shape)
+    t_axis, b_axis = a.get("time_axis", 0) % rank, a.get("batch_axis", 1) % rank
+    b = GraphBuilder(n.name or "ReverseSequence", inits)
+    t_shape = [1] * rank
+    t_shape[t_axis] = shape[t_axis]
+    b_shape = [1] * rank
+    b_shape[b_axis] = shape[b_axis]
+    t = b.const(np.arange(shape[t_axis], dtype=np.int64).reshape(t_shape), "t")
+    lens = b.op("Reshape", [b.cast(n.input[1], onnx.TensorProto.INT64), b.const(np.array(b_shape, np.int64))])
+    back = b.op("Sub", [b.op("Sub", [lens, b.const(np.array(1, np.int64), "one")]), t])
+    index = b.op("Where", [b.op("Less", [t, lens]), back, t])
+    index = b.op("Expand", [index, b.const(np.array(shape, np.int64), "shape")])
+    b.op("GatherElements", [n.input[0], index], n.output[0], axis=t_axis)
+    return b.nodes
+
+
+def _pad_rule(ctx, n, inits):
+    """A constant-mode ``Pad`` whose pad value is computed at run time: torch-mlir reads that value as a compile-time
+    scalar (``aten.item``, which does not reach StableHLO). It becomes a zero-padded ``x`` and a constant mask of
+    the padded positions: ``Where(mask, value, Pad(x))``, exact for every value (inf and NaN included)."""
+    from .quantize import GraphBuilder
+
+    a = _attrs(n)
+    mode = a.get("mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or len(n.input) < 3 or not n.input[2]:
+        return None
+    if n.input[2] in ctx.consts:
+        return None  # torch-mlir takes a constant pad value
+    shape, elem = ctx.info(n.input[0])
+    if shape is None or not elem:
+        return None
+    b = GraphBuilder(n.name or "Pad", inits)
+    rest = list(n.input[3:4])  # axes, if given
+    padded = b.op("Pad", [n.input[0], n.input[1], ""] + rest)
+    mask = b.op("Pad", [b.const(np.zeros(shape, np.bool_), "real"), n.input[1], b.const(np.bool_(True), "pad")]
+                + rest)
+    b.op("Where", [mask, n.input[2], padded], n.output[0])
+    return b.nodes
+
+
 def _pool_rule(ctx, n, inits):
+    if n.op_type == "LpPool":
+        return _pool_as_conv(ctx, n, inits)
+    if n.op_type == "AveragePool":
+        shape, _ = ctx.info(n.input[0])
+        dilated = any(d != 1 for d in _attrs(n).get("dilations", []))
+        if shape is not None and (len(shape) == 5 or dilated):
+            return _pool_as_conv(ctx, n, inits)
     return _split_pool_pads(ctx.proto, n, inits)
+
+
+def _explicit_pads(a: dict, spatial: list[int]) -> list[int] | None:
+    """A pool's pads (begin..., end...) with ``auto_pad`` resolved against the static spatial shape."""
+    k = len(spatial)
+    kernel, strides = a["kernel_shape"], a.get("strides", [1] * k)
+    dil = a.get("dilations", [1] * k)
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto == "NOTSET":
+        pads = list(a.get("pads", [0] * (2 * k)))
+        return pads if len(pads) == 2 * k else None
+    pads = [0] * (2 * k)
+    if auto == "VALID":
+        return pads
+    if auto not in ("SAME_UPPER", "SAME_LOWER"):
+        return None
+    for d in range(k):
+        reach = (kernel[d] - 1) * dil[d] + 1
+        total = max((-(-spatial[d] // strides[d]) - 1) * strides[d] + reach - spatial[d], 0)
+        small, big = total // 2, total - total // 2
+        pads[d], pads[k + d] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    return pads
+
+
+def _pool_as_conv(ctx, n, inits):
+    """``LpPool``, and an ``AveragePool`` over three spatial dimensions or with dilations (torch-mlir crashes on the
+    first and miscomputes the second), as a depthwise ``Conv`` with a kernel of ones: the window sums. An
+    AveragePool divides them by the window size (``count_include_pad=1``) or by the real elements in each window
+    (the same convolution of ones over the unpadded shape, a constant); an LpPool sums ``|x|^p`` and takes the
+    ``p``-th root. ``ceil_mode`` is left to the lowering."""
+    from .quantize import GraphBuilder
+
+    shape, elem = ctx.info(n.input[0])
+    if shape is None or len(n.output) != 1 or elem not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                                                             onnx.TensorProto.FLOAT16):
+        return None
+    a = _attrs(n)
+    k = len(shape) - 2
+    if a.get("ceil_mode", 0) or "kernel_shape" not in a or k < 1:
+        return None
+    pads = _explicit_pads(a, shape[2:])
+    if pads is None:
+        return None
+    dt = helper.tensor_dtype_to_np_dtype(elem)
+    kernel = list(a["kernel_shape"])
+    conv = {"kernel_shape": kernel, "strides": list(a.get("strides", [1] * k)), "pads": pads,
+            "dilations": list(a.get("dilations", [1] * k))}
+    b = GraphBuilder(n.name or n.op_type, inits)
+    channels = shape[1]
+    ones = b.const(np.ones([channels, 1, *kernel], dt), "ones")
+    if n.op_type == "LpPool":
+        p = float(a.get("p", 2))
+        powered = b.op("Pow", [b.op("Abs", [n.input[0]]), b.const(np.array(p, dt), "p")])
+        sums = b.op("Conv", [powered, ones], group=channels, **conv)
+        b.op("Pow", [sums, b.const(np.array(1.0 / p, dt), "root")], n.output[0])
+        return b.nodes
+    sums = b.op("Conv", [n.input[0], ones], group=channels, **conv)
+    if a.get("count_include_pad", 0):
+        b.op("Div", [sums, b.const(np.array(np.prod(kernel), dt), "size")], n.output[0])
+    else:
+        real = b.const(np.ones([1, 1, *shape[2:]], dt), "real")
+        counts = b.op("Conv", [real, b.const(np.ones([1, 1, *kernel], dt), "ones")], **conv)
+        b.op("Div", [sums, counts], n.output[0])
+    return b.nodes
 
 
 def _hardmax_rule(ctx, n, inits):
@@ -343,4 +510,9 @@ def _split_pool_pads(proto, n, inits):
 RULES = {"RNN": _rnn_rule, "GRU": _rnn_rule, "LSTM": _rnn_rule, "QuantizeLinear": _quantize_rule,
          "DequantizeLinear": _quantize_rule, "QLinearMatMul": _quantize_rule, "Resize": _resize_rule,
          "Mod": _mod_rule, "Clip": _clip_rule, "OneHot": _onehot_rule, "CumProd": _cumprod_rule,
-         "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule, "Scan": _scan_rule}
+         "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
+         "Scan": _scan_rule, "Pad": _pad_rule, "Compress": _compress_rule, "ReverseSequence": _reverse_sequence_rule}
+DOMAIN_RULES = {("ai.onnx.preview.training", "Adagrad"): _training_rule,
+                ("ai.onnx.preview.training", "Momentum"): _training_rule,
+                ("ai.onnx.preview.training", "Adam"): _training_rule,
+                ("ai.onnx.ml", "Binarizer"): _ml_rule, ("ai.onnx.ml", "ArrayFeatureExtractor"): _ml_rule}
