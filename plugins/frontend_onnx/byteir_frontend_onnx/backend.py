@@ -32,7 +32,7 @@ SHAPE_OPERANDS = {
     "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
     "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),
     "NonMaxSuppression": (2, 3, 4), "Compress": (1,), "MelWeightMatrix": (0, 1, 2), "DFT": (1, 2), "STFT": (1, 2, 3),
-    "BlackmanWindow": (0,), "HammingWindow": (0,), "HannWindow": (0,),
+    "BlackmanWindow": (0,), "HammingWindow": (0,), "HannWindow": (0,), "Col2Im": (1, 2),
 }
 #: A shape operand input with more elements than this is not specialized (it is data, not a shape).
 MAX_SPECIALIZED_ELEMENTS = 64
@@ -69,11 +69,7 @@ class ByteirRep(BackendRep):
         self.input_names = [i.name for i in self.inputs]
         self.output_names = [o.name for o in model.graph.output]
         self._sessions: dict[tuple, tuple] = {}
-        feeds_shape = set()
-        for n in model.graph.node:
-            for k in SHAPE_OPERANDS.get(n.op_type, ()) if n.domain in ("", "ai.onnx") else ():
-                if k < len(n.input) and n.input[k]:
-                    feeds_shape.add(n.input[k])
+        feeds_shape = _feeding_shapes(model.graph)
         #: the graph inputs compiled as constants of the values they are run with
         self.specialized = [i for i, vi in enumerate(self.inputs) if vi.name in feeds_shape]
         if all(_static(vi) for vi in self.inputs) and not self.specialized:
@@ -128,6 +124,25 @@ class ByteirRep(BackendRep):
             session, keep = self._sessions[key]
         outs = session.run(*[arrays[i] for i in keep])
         return namedtupledict("Outputs", _field_names(self.output_names))(*outs)
+
+
+def _feeding_shapes(g: onnx.GraphProto) -> set[str]:
+    """The values a shape operand is computed from: the operands themselves and, through the nodes that compute
+    them (``Cast``, ``Sub``, ``Ceil`` ...), everything they read (a window's size cast and decremented before a
+    ``Range``)."""
+    producer = {o: n for n in g.node for o in n.output if o}
+    todo = [n.input[k] for n in g.node if n.domain in ("", "ai.onnx")
+            for k in SHAPE_OPERANDS.get(n.op_type, ()) if k < len(n.input) and n.input[k]]
+    seen: set[str] = set()
+    while todo:
+        v = todo.pop()
+        if v in seen:
+            continue
+        seen.add(v)
+        node = producer.get(v)
+        if node is not None:
+            todo.extend(x for x in node.input if x)
+    return seen
 
 
 def _static(vi: onnx.ValueInfoProto) -> bool:

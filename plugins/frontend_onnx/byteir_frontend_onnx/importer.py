@@ -628,7 +628,17 @@ def fold(proto: onnx.ModelProto, base: str | None, where: str) -> onnx.ModelProt
     except Exception as e:  # noqa: BLE001 -- folding is an optimization: the model lowers unfolded
         warnings.warn(f"{where}: constant folding skipped: {_first_line(e)}", stacklevel=2)
         return proto
-    return proto if folded is proto else infer_shapes(folded, where)
+    if folded is proto:
+        return proto
+    consts = {t.name: t for t in folded.graph.initializer}
+    for out in folded.graph.output:  # an output folded to a constant has that constant's shape, not a symbol
+        t = consts.get(out.name)
+        if t is not None:
+            out.type.tensor_type.ClearField("shape")
+            out.type.tensor_type.shape.SetInParent()
+            for d in t.dims:
+                out.type.tensor_type.shape.dim.add().dim_value = d
+    return infer_shapes(folded, where)
 
 
 def to_stablehlo(model, options: dict, context) -> ir.Module:

@@ -26,7 +26,9 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   reach StableHLO.
 - **Scan** is unrolled over its static number of iterations (:mod:`.scan`): torch-mlir has no lowering for it.
 - **Pad** with a pad value computed at run time is a zero pad plus ``Where`` over a constant mask.
-- **Compress** with a constant condition is a ``Gather``; **ReverseSequence** is a ``GatherElements`` with
+- **Slice** with constant operands keeps only the axes it cuts (torch-mlir lowered a whole-axis slice among cut
+  ones to dynamic shapes); **CenterCropPad** with a constant shape is a ``Slice`` and a ``Pad``; **Compress** with a constant condition
+  is a ``Gather``; **ReverseSequence** is a ``GatherElements`` with
   positions computed from the lengths.
 - The training optimizers **Adagrad, Momentum, Adam** (:mod:`.training`) and the ML ops **Binarizer,
   ArrayFeatureExtractor** (:mod:`.ml`) become default-domain arithmetic.
@@ -211,6 +213,88 @@ def _reverse_sequence_rule(ctx, n, inits):
     index = b.op("Where", [b.op("Less", [t, lens]), back, t])
     index = b.op("Expand", [index, b.const(np.array(shape, np.int64), "shape")])
     b.op("GatherElements", [n.input[0], index], n.output[0], axis=t_axis)
+    return b.nodes
+
+
+def _slice_rule(ctx, n, inits):
+    """A ``Slice`` with constant operands over a static shape, reduced to the axes it really cuts, with explicit
+    axes and steps. torch-mlir lowers a whole-axis slice among cut ones to dynamic shapes that do not reach
+    StableHLO's static form; a slice that cuts nothing is an ``Identity``."""
+    from .quantize import GraphBuilder
+
+    shape, _ = ctx.info(n.input[0])
+    if shape is None or len(n.input) < 3:
+        return None
+    ops = [ctx.consts.get(x) if x else None for x in list(n.input[1:5]) + [""] * (5 - len(n.input))]
+    starts, ends, axes, steps = ops
+    if starts is None or ends is None or (len(n.input) > 3 and n.input[3] and axes is None) or (
+            len(n.input) > 4 and n.input[4] and steps is None):
+        return None
+    rank = len(shape)
+    starts, ends = [int(v) for v in np.asarray(starts).reshape(-1)], [int(v) for v in np.asarray(ends).reshape(-1)]
+    axes = [int(v) % rank for v in np.asarray(axes).reshape(-1)] if axes is not None else list(range(len(starts)))
+    steps = [int(v) for v in np.asarray(steps).reshape(-1)] if steps is not None else [1] * len(starts)
+    if not len(starts) == len(ends) == len(axes) == len(steps) or 0 in steps:
+        return None
+    cut = []
+    for s_, e, ax, st in zip(starts, ends, axes, steps):
+        dim = shape[ax]
+        s_, e = (s_ + dim if s_ < 0 else s_), (e + dim if e < 0 else e)
+        if st > 0:
+            s_, e = min(max(s_, 0), dim), min(max(e, 0), dim)
+            if s_ == 0 and e == dim and st == 1:
+                continue  # the whole axis
+        else:
+            s_, e = min(max(s_, 0), dim - 1), min(max(e, -1), dim - 1)
+            if e == -1:
+                e = -dim - 1  # to the first element inclusive (a plain -1 would mean the last)
+        cut.append((s_, e, ax, st))
+    if len(cut) == len(axes) and len(n.input) >= 5 and n.input[3] and n.input[4] and min(steps) > 0:
+        return None  # every axis is cut forwards and all operands are given: torch-mlir takes it as it is
+    b = GraphBuilder(n.name or "Slice", inits)
+    x = n.input[0]
+    forward = [c for c in cut if c[3] > 0]
+    if forward:
+        cols = list(zip(*forward))
+        x = b.op("Slice", [x] + [b.const(np.array(c, np.int64), w)
+                                 for c, w in zip(cols, ("starts", "ends", "axes", "steps"))])
+    for s_, e, ax, st in cut:  # negative steps (which torch-mlir refuses): the positions they pick, gathered
+        if st < 0:
+            x = b.op("Gather", [x, b.const(np.arange(s_, max(e, -1), st, dtype=np.int64), "picked")], axis=ax)
+    b.op("Identity", [x], n.output[0])
+    return b.nodes
+
+
+def _center_crop_pad_rule(ctx, n, inits):
+    """``CenterCropPad`` with a constant target shape: a ``Slice`` of the centred window on each axis that shrinks
+    and a zero ``Pad`` on each that grows, the odd element going to the end as onnx's reference puts it."""
+    from .quantize import GraphBuilder
+
+    target, (shape, _) = ctx.consts.get(n.input[1]), ctx.info(n.input[0])
+    if target is None or shape is None:
+        return None
+    rank = len(shape)
+    axes = [x % rank for x in _attrs(n).get("axes", range(rank))]
+    target = [int(v) for v in np.asarray(target).reshape(-1)]
+    if len(target) != len(axes):
+        return None
+    starts, ends, begin, end = [0] * rank, list(shape), [0] * rank, [0] * rank
+    for axis, want in zip(axes, target):
+        have = shape[axis]
+        if want < have:
+            starts[axis] = (have - want) // 2
+            ends[axis] = starts[axis] + want
+        elif want > have:
+            begin[axis] = (want - have) // 2
+            end[axis] = want - have - begin[axis]
+    b = GraphBuilder(n.name or "CenterCropPad", inits)
+    x = n.input[0]
+    cut = [d for d in range(rank) if (starts[d], ends[d]) != (0, shape[d])]
+    if cut:  # only the axes it cuts (see _slice_rule)
+        x = b.op("Slice", [x] + [b.const(np.array(v, np.int64), w) for v, w in (
+            ([starts[d] for d in cut], "starts"), ([ends[d] for d in cut], "ends"), (cut, "axes"),
+            ([1] * len(cut), "steps"))])
+    b.op("Pad", [x, b.const(np.array(begin + end, np.int64), "pads")], n.output[0])
     return b.nodes
 
 
@@ -511,7 +595,8 @@ RULES = {"RNN": _rnn_rule, "GRU": _rnn_rule, "LSTM": _rnn_rule, "QuantizeLinear"
          "DequantizeLinear": _quantize_rule, "QLinearMatMul": _quantize_rule, "Resize": _resize_rule,
          "Mod": _mod_rule, "Clip": _clip_rule, "OneHot": _onehot_rule, "CumProd": _cumprod_rule,
          "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
-         "Scan": _scan_rule, "Pad": _pad_rule, "Compress": _compress_rule, "ReverseSequence": _reverse_sequence_rule}
+         "Scan": _scan_rule, "Pad": _pad_rule, "Compress": _compress_rule, "ReverseSequence": _reverse_sequence_rule,
+         "CenterCropPad": _center_crop_pad_rule, "Slice": _slice_rule}
 DOMAIN_RULES = {("ai.onnx.preview.training", "Adagrad"): _training_rule,
                 ("ai.onnx.preview.training", "Momentum"): _training_rule,
                 ("ai.onnx.preview.training", "Adam"): _training_rule,

@@ -72,14 +72,14 @@ def test_unknown_domains_and_ops_are_listed_all_at_once_before_lowering():
 
 def test_ops_the_lowering_cannot_take_are_all_listed_with_their_nodes():
     """Two different kinds of node torch-mlir cannot lower (one of them crashes it), in one error."""
-    nodes = [helper.make_node("AveragePool", ["x"], ["p"], name="pool3d", kernel_shape=[2, 2, 2]),
-             helper.make_node("Relu", ["p"], ["r"], name="relu"),
+    nodes = [helper.make_node("MaxPool", ["x"], ["p"], name="pool_u8", kernel_shape=[5, 5], pads=[2, 2, 2, 2]),
+             helper.make_node("Identity", ["p"], ["r"], name="same"),
              helper.make_node("StringNormalizer", ["s"], ["t"], name="strnorm", case_change_action="LOWER")]
-    g = helper.make_graph(nodes, "g", [_vi("x", [1, 1, 4, 4, 4]), _vi("s", [2], TensorProto.STRING)],
-                          [_vi("r", [1, 1, 3, 3, 3]), _vi("t", [2], TensorProto.STRING)])
-    err = _refuses(_model(g, 17), "pool3d", "AveragePool", "strnorm", "StringNormalizer",
+    g = helper.make_graph(nodes, "g", [_vi("x", [1, 1, 5, 5], TensorProto.UINT8), _vi("s", [2], TensorProto.STRING)],
+                          [_vi("r", [1, 1, 5, 5], TensorProto.UINT8), _vi("t", [2], TensorProto.STRING)])
+    err = _refuses(_model(g, 17), "pool_u8", "MaxPool", "strnorm", "StringNormalizer",
                    kind=OnnxUnsupportedError)
-    assert {o.op_type for o in err.ops} == {"AveragePool", "StringNormalizer"}
+    assert {o.op_type for o in err.ops} == {"MaxPool", "StringNormalizer"}
     # the process is alive and compiles the next model
     art = byteir_core.compile(cnn(batch=1), target="cpu", progress=False)
     assert byteir_core.load(art).run(np.zeros((1, 3, 8, 8), np.float32))[0].shape == (1, 5)

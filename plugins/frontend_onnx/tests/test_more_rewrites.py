@@ -108,3 +108,49 @@ def test_ml_binarizer_and_array_feature_extractor():
                extra=[ml])
     x = rng.standard_normal((3, 5)).astype(np.float32)
     _check(m, [{"x": x, "i": np.array(v, np.int64)} for v in ([4, 0], [1, 1])])
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", [
+    ([0, 0, 3], [20, 10, 4], None, None),          # whole axes among a cut one: torch-mlir went dynamic
+    ([0, -3], [1000, -1], [0, 2], None),           # clamped end, negative positions
+    ([-1, 0], [-1000, 10], [1, 0], [-2, 1]),       # a negative step to the first element
+    ([0], [20], [0], [1]),                          # cuts nothing: an Identity
+])
+def test_slice_with_constant_operands(starts, ends, axes, steps):
+    inits = [helper.make_tensor("s", TensorProto.INT64, [len(starts)], starts),
+             helper.make_tensor("e", TensorProto.INT64, [len(ends)], ends)]
+    names = ["x", "s", "e"]
+    if axes is not None:
+        inits.append(helper.make_tensor("a", TensorProto.INT64, [len(axes)], axes))
+        names.append("a")
+    if steps is not None:
+        inits.append(helper.make_tensor("t", TensorProto.INT64, [len(steps)], steps))
+        names.append("t")
+    m = _model([helper.make_node("Slice", names, ["y"])], [_vi("x", [20, 10, 5])], [_vi("y", None)], inits=inits)
+    _check(m, [{"x": rng.standard_normal((20, 10, 5)).astype(np.float32)}])
+
+
+@pytest.mark.parametrize("shape,axes", [([3, 7], [1, 2]), ([6, 2, 4], None), ([9], [-2])])
+def test_center_crop_pad(shape, axes):
+    attrs = {"axes": axes} if axes else {}
+    m = _model([helper.make_node("CenterCropPad", ["x", "shape"], ["y"], **attrs)], [_vi("x", [4, 5, 3])],
+               [_vi("y", None)], inits=[helper.make_tensor("shape", TensorProto.INT64, [len(shape)], shape)])
+    _check(m, [{"x": rng.standard_normal((4, 5, 3)).astype(np.float32)}])
+
+
+def test_backend_specializes_inputs_a_shape_is_computed_from():
+    """A window size given at run time, cast and decremented before a Range (HannWindow's expansion): the
+    onnx.backend compiles it as the constant it is run with, once per value."""
+    from byteir_frontend_onnx.backend import ByteirBackend
+
+    nodes = [helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+             helper.make_node("Sub", ["nf", "one"], ["last"]),
+             helper.make_node("Range", ["zero", "last", "one"], ["r"]),
+             helper.make_node("Mul", ["r", "nf"], ["y"])]
+    m = _model(nodes, [_vi("n", [], TensorProto.INT64)], [_vi("y", None)],
+               inits=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+                      helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])])
+    rep = ByteirBackend.prepare(m)
+    for size in (4, 7):
+        (got,) = rep.run([np.array(size, np.int64)])
+        np.testing.assert_array_equal(got, np.arange(size - 1, dtype=np.float32) * size)
