@@ -532,3 +532,24 @@ def test_a_slice_of_nothing_is_an_empty_constant(target):
     e, a = byteir_core.load(art.to_bytes()).run(x)
     assert e.shape == (0, 3) and e.dtype == np.float32
     np.testing.assert_array_equal(a, x + x)
+
+
+@pytest.mark.parametrize("target", ["cpu", "reference"])
+def test_bf16_and_float8_constants_keep_their_values(target):
+    """Constants returned directly become weights: MLIR's NumPy view of a bf16/float8 attribute is not its values,
+    so their bytes come from the attribute itself (a folded bf16 Range returned wrong bytes before)."""
+    import ml_dtypes
+
+    text = func("%x: tensor<3xf32>", "tensor<3xbf16>, tensor<2x2xbf16>, tensor<2xf8E4M3FN>, tensor<3xf32>", """
+  %a = stablehlo.constant dense<[1.5, -2.0, 0x7FC0]> : tensor<3xbf16>
+  %b = stablehlo.constant dense<0.25> : tensor<2x2xbf16>
+  %c = stablehlo.constant dense<[0.5, -448.0]> : tensor<2xf8E4M3FN>
+  %y = stablehlo.add %x, %x : tensor<3xf32>
+  return %a, %b, %c, %y : tensor<3xbf16>, tensor<2x2xbf16>, tensor<2xf8E4M3FN>, tensor<3xf32>""")
+    art = byteir_core.compile(text, target=target, progress=False)
+    a, b, c, y = byteir_core.load(art.to_bytes()).run(np.ones(3, np.float32))
+    np.testing.assert_array_equal(a.astype(np.float32), np.array([1.5, -2.0, np.nan], np.float32))
+    assert a.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(b.astype(np.float32), np.full((2, 2), 0.25, np.float32))
+    np.testing.assert_array_equal(c.astype(np.float32), np.array([0.5, -448.0], np.float32))
+    np.testing.assert_array_equal(y, np.full(3, 2.0, np.float32))

@@ -157,6 +157,28 @@ def _owner_op(v):
     return owner.operation if isinstance(owner, (ir.Operation, ir.OpView)) else None
 
 
+def dense_bytes(attr, spec: TensorSpec) -> bytes:
+    """The bytes of a dense constant as ``spec``'s NumPy dtype holds them, splats expanded. MLIR's NumPy view of
+    a bf16 or float8 attribute is not an array of its values (an ``object`` scalar), so those are read from the
+    attribute's text: its hex blob, or its values (hex bit patterns for NaN and inf)."""
+    want = spec.np_dtype
+    arr = np.asarray(ir.DenseElementsAttr(attr))
+    if arr.dtype == object or arr.dtype.itemsize != want.itemsize:
+        text = str(attr)
+        inner = text[text.index("<") + 1:text.rindex("> :")].strip()
+        bits = np.dtype(f"<u{want.itemsize}")
+        if inner.startswith('"0x'):
+            arr = np.frombuffer(bytes.fromhex(inner[3:-1]), dtype=bits).view(want)
+        else:
+            toks = [t.strip() for t in inner.replace("[", " ").replace("]", " ").split(",") if t.strip()]
+            arr = np.array([np.array(int(t, 16), bits) if t.lower().startswith("0x")
+                            else np.array(float(t)).astype(want).view(bits) for t in toks], bits).view(want)
+    n = int(np.prod(spec.shape))
+    if arr.size == 1 and n != 1:  # a splat
+        arr = np.broadcast_to(arr.reshape(()), spec.shape)
+    return np.ascontiguousarray(arr.astype(want, copy=False)).tobytes()
+
+
 def _is_weight(const_op) -> bool:
     attr = const_op.attributes["value"]
     t = ir.RankedTensorType(const_op.results[0].type)
@@ -390,8 +412,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     for k, op in enumerate(weights_ops):
         wname = f"w{k}"
         v = op.results[0]
-        data = np.ascontiguousarray(np.asarray(ir.DenseElementsAttr(op.attributes["value"]))).tobytes()
-        bm.weights[wname] = data
+        bm.weights[wname] = dense_bytes(op.attributes["value"], TensorSpec.from_type(v.type))
         buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
         unplaced.add(buf_of[v])
 
@@ -483,7 +504,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         if v not in buf_of:  # a small constant returned directly: carry it as a weight
             op = _owner_op(v)
             wname = f"w{len(bm.weights)}"
-            bm.weights[wname] = np.ascontiguousarray(np.asarray(ir.DenseElementsAttr(op.attributes["value"]))).tobytes()
+            bm.weights[wname] = dense_bytes(op.attributes["value"], TensorSpec.from_type(v.type))
             buf_of[v] = add_arg(wname, "weight", TensorSpec.from_type(v.type), wname)
         if buf_of[v] != out_buf[j]:
             bm.steps.append(Step("copy", [buf_of[v], out_buf[j]]))
