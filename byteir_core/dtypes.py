@@ -29,6 +29,7 @@ _MLIR_TO_NUMPY: dict[str, np.dtype] = {
     "i4": np.dtype(ml_dtypes.int4),
     "ui4": np.dtype(ml_dtypes.uint4),
     "f4E2M1FN": np.dtype(ml_dtypes.float4_e2m1fn),
+    "f8E8M0FNU": np.dtype(ml_dtypes.float8_e8m0fnu),
     "i2": np.dtype(ml_dtypes.int2),
     "ui2": np.dtype(ml_dtypes.uint2),
     "complex<f32>": np.dtype(np.complex64),

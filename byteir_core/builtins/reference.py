@@ -38,10 +38,10 @@ INTERPRETER_OPS = frozenset(f"stablehlo.{n}" for n in """
 
 _INTERPRETER_TYPES = {"f64", "f32", "f16", "bf16", "i1", "i8", "i16", "i32", "i64",
                       "ui8", "ui16", "ui32", "ui64", "f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ", "i4", "ui4",
-                      "f4E2M1FN", "i2", "ui2"}
+                      "f4E2M1FN", "f8E8M0FNU", "i2", "ui2"}
 
 #: narrow types cross the kernel boundary as i8: float8 as bit patterns, 4- and 2-bit integers as values
-_AS_I8_BITS = ("f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ")
+_AS_I8_BITS = ("f8E4M3FN", "f8E5M2", "f8E4M3FNUZ", "f8E5M2FNUZ", "f8E8M0FNU")
 _AS_I8_VALUES = ("i4", "ui4", "i2", "ui2")
 #: 4-bit floats cross it as i8 holding their bit pattern as a signed 4-bit value (-8..7), then i4, then bitcast
 _AS_I8_NIBBLE = ("f4E2M1FN",)
