@@ -421,6 +421,7 @@ def import_module(proto: onnx.ModelProto, context) -> ir.Module:
 
     # element types the importer has no entry for; :mod:`.native` lowers the casts to and from them
     onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.FLOAT4E2M1, ir.Float4E2M1FNType.get)
+    onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.FLOAT8E8M0, ir.Float8E8M0FNUType.get)
     # 2-bit integers are carried as 4-bit ones (torch has no 2-bit dtype; see native.CARRIED)
     onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.INT2, lambda: ir.IntegerType.get_signed(4))
     onnx_importer.ELEM_TYPE_TO_IR_TYPE_CB.setdefault(onnx.TensorProto.UINT2, lambda: ir.IntegerType.get_unsigned(4))

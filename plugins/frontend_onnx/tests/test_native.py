@@ -123,3 +123,23 @@ def test_scan_unrolled_matches_the_reference():
     for w_, g in zip(want, got):
         np.testing.assert_allclose(g, w_, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(got[2], feeds["a"][:, ::-1])
+
+
+@pytest.mark.parametrize("round_mode", ["up", "down", "nearest"])
+@pytest.mark.parametrize("saturate", [1, 0])
+def test_float8e8m0_casts(tmp_path, round_mode, saturate):
+    """float -> float8e8m0 (a power of two) in each rounding mode, saturating or not, and back: the values of
+    onnx's own converter, through a saved artifact."""
+    from onnx.numpy_helper import to_float8e8m0
+
+    x = np.array([1.0, 3.0, 0.3, 1.5, 1.75, -6.0, 2.0 ** 127 * 1.5, 3e38, np.inf, np.nan, 1e-40, 0.0, 2.0 ** -126],
+                 np.float32)
+    m = _model([helper.make_node("Cast", ["x"], ["q"], to=TensorProto.FLOAT8E8M0, saturate=saturate,
+                                 round_mode=round_mode),
+                helper.make_node("Cast", ["q"], ["y"], to=TensorProto.FLOAT)],
+               [_vi("x", TensorProto.FLOAT, [len(x)])],
+               [_vi("q", TensorProto.FLOAT8E8M0, [len(x)]), _vi("y", TensorProto.FLOAT, [len(x)])])
+    q, y = _through_file(m, tmp_path, {"x": x})
+    want = to_float8e8m0(x, bool(saturate), round_mode)
+    np.testing.assert_array_equal(q.view(np.uint8), want.view(np.uint8))
+    np.testing.assert_array_equal(y, want.astype(np.float32))
