@@ -32,7 +32,8 @@ SHAPE_OPERANDS = {
     "ReduceSum": (1,), "ReduceMean": (1,), "ReduceMax": (1,), "ReduceMin": (1,), "ReduceProd": (1,),
     "ReduceL1": (1,), "ReduceL2": (1,), "ReduceLogSum": (1,), "ReduceLogSumExp": (1,), "ReduceSumSquare": (1,),
     "NonMaxSuppression": (2, 3, 4), "Compress": (1,), "MelWeightMatrix": (0, 1, 2), "DFT": (1, 2), "STFT": (1, 2, 3),
-    "BlackmanWindow": (0,), "HammingWindow": (0,), "HannWindow": (0,), "Col2Im": (1, 2),
+    "BlackmanWindow": (0,), "HammingWindow": (0,), "HannWindow": (0,), "Col2Im": (1, 2), "MaxUnpool": (2,),
+    "AffineGrid": (1,), "Loop": (0, 1), "If": (0,),
 }
 #: A shape operand input with more elements than this is not specialized (it is data, not a shape).
 MAX_SPECIALIZED_ELEMENTS = 64

@@ -3,7 +3,7 @@
 Each rewrite keeps the graph's meaning exactly and works on a shape-inferred model with static shapes.
 
 - **Mod with ``fmod=0``** (the result takes the divisor's sign, like Python's ``%``): torch-mlir computes C's
-  ``fmod`` for it. It becomes ``r = Mod(a, b, fmod=1)`` then ``r + b`` where ``r`` is non-zero and its sign
+  ``fmod`` for it (and gives NaN for a finite dividend over an infinite divisor, which is the dividend). It becomes ``r = Mod(a, b, fmod=1)`` then ``r + b`` where ``r`` is non-zero and its sign
   differs from ``b``'s (ints and floats; an infinite divisor gives the infinity, as ONNX specifies).
 - **Pooling with asymmetric pads** (e.g. Inception v1's final ``AveragePool`` with ``pads=[0,0,1,1]``), and
   **MaxPool with ``ceil_mode=1``** (torch-mlir's result is wrong): torch-mlir pads both sides by the begin pads.
@@ -24,12 +24,22 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   torch-mlir's quantized tensors do not reach StableHLO.
 - **RNN, GRU, LSTM** are unrolled over their static sequence length (:mod:`.rnn`): torch-mlir's loop does not
   reach StableHLO.
-- **Scan** is unrolled over its static number of iterations (:mod:`.scan`): torch-mlir has no lowering for it.
+- **Scan** is unrolled over its static number of iterations, and **Loop** over a constant trip count when its
+  condition never turns false (:mod:`.scan`): torch-mlir lowers neither to StableHLO. An **If** with a constant
+  condition is the branch it takes.
 - **Pad** with a pad value computed at run time is a zero pad plus ``Where`` over a constant mask.
-- **Slice** with constant operands keeps only the axes it cuts (torch-mlir lowered a whole-axis slice among cut
-  ones to dynamic shapes); **CenterCropPad** with a constant shape is a ``Slice`` and a ``Pad``; **Compress** with a constant condition
+- **Slice** with constant operands becomes one single-axis Slice per axis it cuts (torch-mlir lowered multi-axis
+  slices to dynamic shapes), negative steps a Gather; **CenterCropPad** with a constant shape is a ``Slice`` and a ``Pad``; **Compress** with a constant condition
   is a ``Gather``; **ReverseSequence** is a ``GatherElements`` with
   positions computed from the lengths.
+- **Pad** in edge/reflect/wrap mode is a Gather of source positions per axis; **Det** up to 4 x 4 the Leibniz
+  formula; **LpNormalization** (p=2) gives 0 where the norm is 0; boolean **ReduceMax/Min** go through int32;
+  **ReduceProd** over several axes is one single-axis ReduceProd per axis; **ConvInteger** a float64 Conv of
+  the shifted operands; **ConvTranspose** with ``auto_pad`` SAME an unpadded one, then sliced.
+- A one-operand **Einsum** (sums, diagonals, transposes) is Where/ReduceSum/Transpose.
+- **SpaceToDepth** in CRD mode is reshape-transpose-reshape (torch-mlir ignored the mode).
+- **Col2Im** is a grouped ``ConvTranspose`` with one-hot kernels; **MaxUnpool** a ``ScatterND`` into zeros.
+- **DFT** (forward, inverse, one-sided, irfft) is products with constant cosine/sine tables (:mod:`.dft`).
 - The training optimizers **Adagrad, Momentum, Adam** (:mod:`.training`) and the ML ops **Binarizer,
   ArrayFeatureExtractor** (:mod:`.ml`) become default-domain arithmetic.
 """
@@ -134,6 +144,18 @@ def _scan_rule(ctx, n, inits):
     return rewrite(n, ctx.info, inits)
 
 
+def _loop_rule(ctx, n, inits):
+    from .scan import rewrite_loop
+
+    return rewrite_loop(n, ctx.consts, inits)
+
+
+def _if_rule(ctx, n, inits):
+    from .scan import rewrite_if
+
+    return rewrite_if(n, ctx.consts)
+
+
 def _quantize_rule(ctx, n, inits):
     from .quantize import rewrite
 
@@ -148,13 +170,23 @@ def _resize_rule(ctx, n, inits):
 
 
 def _mod_rule(ctx, n, inits):
-    return None if _attrs(n).get("fmod", 0) else _floored_mod(n)
+    if _attrs(n).get("fmod", 0):
+        return None
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+    return _floored_mod(n, ctx.info(n.input[0])[1] in floats)
 
 
 def _clip_rule(ctx, n, inits):
     if any(list(n.input)[1:]) or n.attribute:
         return None
     return [helper.make_node("Identity", [n.input[0]], list(n.output), name=n.name)]
+
+
+def _dft_rule(ctx, n, inits):
+    from .dft import rewrite
+
+    opset = next((o.version for o in ctx.proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return rewrite(n, ctx.info, ctx.consts, opset, inits)
 
 
 def _training_rule(ctx, n, inits):
@@ -216,10 +248,177 @@ def _reverse_sequence_rule(ctx, n, inits):
     return b.nodes
 
 
+def _col2im_rule(ctx, n, inits):
+    """``Col2Im`` (fold: each column of ``C * prod(block)`` values is one block, summed into the image) is a
+    grouped ``ConvTranspose`` of the columns laid out on their block grid, with one-hot kernels: in-channel
+    ``c * K + k`` writes block position ``k`` of out-channel ``c``. torch-mlir's lowering does not reach
+    StableHLO."""
+    from .quantize import GraphBuilder
+
+    (shape, elem), image, block = ctx.info(n.input[0]), ctx.consts.get(n.input[1]), ctx.consts.get(n.input[2])
+    if shape is None or image is None or block is None or len(shape) != 3:
+        return None
+    image = [int(v) for v in np.asarray(image).reshape(-1)]
+    block = [int(v) for v in np.asarray(block).reshape(-1)]
+    k = len(image)
+    a = _attrs(n)
+    dil, strides = list(a.get("dilations", [1] * k)), list(a.get("strides", [1] * k))
+    pads = list(a.get("pads", [0] * (2 * k)))
+    size = int(np.prod(block))
+    if len(block) != k or shape[1] % size:
+        return None
+    channels = shape[1] // size
+    grid = [(image[d] + pads[d] + pads[k + d] - dil[d] * (block[d] - 1) - 1) // strides[d] + 1 for d in range(k)]
+    if int(np.prod(grid)) != shape[2] or min(grid) < 1:
+        return None
+    dt = helper.tensor_dtype_to_np_dtype(elem)
+    w = np.zeros([channels * size, 1, *block], dt)
+    for c in range(channels):
+        for j in range(size):
+            w[(c * size + j, 0) + np.unravel_index(j, block)] = 1
+    b = GraphBuilder(n.name or "Col2Im", inits)
+    x = b.op("Reshape", [n.input[0], b.const(np.array([shape[0], shape[1], *grid], np.int64), "grid")])
+    # no padding in the ConvTranspose (torch-mlir takes no asymmetric pads there): the padded image, then the
+    # image's window of it, zero-extended where the blocks do not reach its end
+    x = b.op("ConvTranspose", [x, b.const(w, "onehot")], strides=strides, dilations=dil, group=channels)
+    full = [(grid[d] - 1) * strides[d] + dil[d] * (block[d] - 1) + 1 for d in range(k)]
+    ends = [min(full[d], pads[d] + image[d]) for d in range(k)]
+    x = _sliced(b, x, [(pads[d], ends[d], 2 + d, 1) for d in range(k) if (pads[d], ends[d]) != (0, full[d])])
+    short = [pads[d] + image[d] - ends[d] for d in range(k)]
+    if any(short):
+        x = b.op("Pad", [x, b.const(np.array([0, 0] + [0] * k + [0, 0] + short, np.int64), "pads")])
+    b.op("Identity", [x], n.output[0])
+    return b.nodes
+
+
+def _max_unpool_rule(ctx, n, inits):
+    """``MaxUnpool``: the values scattered (``ScatterND``) into zeros of the inferred shape at their flat indices,
+    then zero-padded to ``output_shape`` when one is given, as onnx's reference does."""
+    from .quantize import GraphBuilder
+
+    (shape, elem), (ishape, _) = ctx.info(n.input[0]), ctx.info(n.input[1])
+    if shape is None or ishape is None or not elem:
+        return None
+    a = _attrs(n)
+    kernel = list(a.get("kernel_shape", []))
+    k = len(kernel)
+    if k != len(shape) - 2:
+        return None
+    strides, pads = list(a.get("strides", [1] * k)), list(a.get("pads", [0] * (2 * k)))
+    inferred = shape[:2] + [(shape[2 + d] - 1) * strides[d] - pads[d] - pads[k + d] + kernel[d] for d in range(k)]
+    target = inferred
+    if len(n.input) > 2 and n.input[2]:
+        if n.input[2] not in ctx.consts:
+            return None
+        target = [int(v) for v in np.asarray(ctx.consts[n.input[2]]).reshape(-1)]
+        if len(target) != len(inferred) or any(t < i for t, i in zip(target, inferred)):
+            return None
+    b = GraphBuilder(n.name or "MaxUnpool", inits)
+    zeros = b.const(np.zeros(int(np.prod(inferred)), helper.tensor_dtype_to_np_dtype(elem)), "zeros")
+    where = b.op("Reshape", [b.cast(n.input[1], onnx.TensorProto.INT64), b.const(np.array([-1, 1], np.int64))])
+    values = b.op("Reshape", [n.input[0], b.const(np.array([-1], np.int64), "flat")])
+    y = b.op("Reshape", [b.op("ScatterND", [zeros, where, values]), b.const(np.array(inferred, np.int64))])
+    grow = [t - i for t, i in zip(target, inferred)]
+    b.op("Pad", [y, b.const(np.array([0] * len(grow) + grow, np.int64), "pads")], n.output[0])
+    return b.nodes
+
+
+def _space_to_depth_rule(ctx, n, inits):
+    """``SpaceToDepth`` in ``CRD`` mode (torch-mlir ignores the mode and computes DCR): reshape, transpose with the
+    channel before the block offsets, reshape."""
+    from .quantize import GraphBuilder
+
+    a = _attrs(n)
+    mode = a.get("mode", b"DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    shape, _ = ctx.info(n.input[0])
+    if mode != "CRD" or shape is None or len(shape) != 4:
+        return None
+    k = a["blocksize"]
+    batch, c, h, w = shape
+    b = GraphBuilder(n.name or "SpaceToDepth", inits)
+    x = b.op("Reshape", [n.input[0], b.const(np.array([batch, c, h // k, k, w // k, k], np.int64))])
+    x = b.op("Transpose", [x], perm=[0, 1, 3, 5, 2, 4])
+    b.op("Reshape", [x, b.const(np.array([batch, c * k * k, h // k, w // k], np.int64))], n.output[0])
+    return b.nodes
+
+
+def _einsum_rule(ctx, n, inits):
+    """A one-operand ``Einsum`` (a sum over axes, a diagonal, a transpose; torch-mlir crashed on them): each
+    repeated label keeps its diagonal (``Where`` with an identity mask, then a sum over the copy), labels missing
+    from the output are summed, and the rest are transposed into the output's order."""
+    from .quantize import GraphBuilder
+
+    if len(n.input) != 1:
+        return None
+    shape, elem = ctx.info(n.input[0])
+    if shape is None or not elem:
+        return None
+    eq = _attrs(n)["equation"]
+    eq = (eq.decode() if isinstance(eq, bytes) else eq).replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    if "," in lhs:
+        return None
+    ell = len(shape) - len(lhs.replace("...", ""))
+    if "..." in lhs:
+        if ell < 0:
+            return None
+        ell_labels = [f"...{i}" for i in range(ell)]
+        i = lhs.index("...")
+        labels = list(lhs[:i]) + ell_labels + list(lhs[i + 3:])
+    else:
+        ell_labels, labels = [], list(lhs)
+    if len(labels) != len(shape):
+        return None
+    if not arrow:  # implicit output: the labels seen once, sorted, after the ellipsis
+        rhs_labels = ell_labels + sorted(c for c in labels if c not in ell_labels and labels.count(c) == 1)
+    else:
+        i = rhs.find("...")
+        rhs_labels = (list(rhs[:i]) + ell_labels + list(rhs[i + 3:])) if i >= 0 else list(rhs)
+    b = GraphBuilder(n.name or "Einsum", inits)
+    x, cur, dims = n.input[0], list(labels), list(shape)
+    dt = helper.tensor_dtype_to_np_dtype(elem)
+    while True:  # a repeated label: keep its diagonal
+        rep = next((c for c in cur if cur.count(c) > 1), None)
+        if rep is None:
+            break
+        i = cur.index(rep)
+        j = cur.index(rep, i + 1)
+        if dims[i] != dims[j]:
+            return None
+        mask_shape = [1] * len(cur)
+        mask_shape[i] = mask_shape[j] = dims[i]
+        eye = np.eye(dims[i], dtype=bool).reshape(mask_shape)
+        x = b.op("Where", [b.const(eye, "diagonal"), x, b.const(np.zeros((), dt), "zero")])
+        x = b.op("ReduceSum", [x, b.const(np.array([j], np.int64), "axis")], keepdims=0)
+        del cur[j], dims[j]
+    gone = [i for i, c in enumerate(cur) if c not in rhs_labels]
+    if gone:
+        x = b.op("ReduceSum", [x, b.const(np.array(gone, np.int64), "axes")], keepdims=0)
+        cur = [c for c in cur if c in rhs_labels]
+    if sorted(cur) != sorted(rhs_labels):
+        return None
+    perm = [cur.index(c) for c in rhs_labels]
+    if perm != list(range(len(perm))):
+        x = b.op("Transpose", [x], perm=perm)
+    b.op("Identity", [x], n.output[0])
+    return b.nodes
+
+
+def _sliced(b, x: str, cuts) -> str:
+    """``x`` cut by one single-axis ``Slice`` per ``(start, end, axis, step)``: torch-mlir lowers a Slice over
+    several axes to dynamic shapes that do not reach StableHLO's static form, one axis at a time it does not."""
+    for start, end, axis, step in cuts:
+        x = b.op("Slice", [x] + [b.const(np.array([v], np.int64), what) for v, what in (
+            (start, "start"), (end, "end"), (axis, "axis"), (step, "step"))])
+    return x
+
+
 def _slice_rule(ctx, n, inits):
-    """A ``Slice`` with constant operands over a static shape, reduced to the axes it really cuts, with explicit
-    axes and steps. torch-mlir lowers a whole-axis slice among cut ones to dynamic shapes that do not reach
-    StableHLO's static form; a slice that cuts nothing is an ``Identity``."""
+    """A ``Slice`` with constant operands over a static shape: one single-axis Slice per axis it really cuts
+    (:func:`_sliced`; torch-mlir lowered multi-axis slices to dynamic shapes), an axis read backwards (a negative
+    step, which torch-mlir refuses) a ``Gather`` of the positions it picks, a slice that cuts nothing an
+    ``Identity``."""
     from .quantize import GraphBuilder
 
     shape, _ = ctx.info(n.input[0])
@@ -249,15 +448,12 @@ def _slice_rule(ctx, n, inits):
             if e == -1:
                 e = -dim - 1  # to the first element inclusive (a plain -1 would mean the last)
         cut.append((s_, e, ax, st))
-    if len(cut) == len(axes) and len(n.input) >= 5 and n.input[3] and n.input[4] and min(steps) > 0:
-        return None  # every axis is cut forwards and all operands are given: torch-mlir takes it as it is
+    if len(cut) == len(axes) == 1 and len(n.input) >= 5 and n.input[3] and n.input[4] and min(steps) > 0:
+        return None  # one axis cut forwards, all operands given: torch-mlir takes it as it is
     b = GraphBuilder(n.name or "Slice", inits)
     x = n.input[0]
     forward = [c for c in cut if c[3] > 0]
-    if forward:
-        cols = list(zip(*forward))
-        x = b.op("Slice", [x] + [b.const(np.array(c, np.int64), w)
-                                 for c, w in zip(cols, ("starts", "ends", "axes", "steps"))])
+    x = _sliced(b, x, forward)
     for s_, e, ax, st in cut:  # negative steps (which torch-mlir refuses): the positions they pick, gathered
         if st < 0:
             x = b.op("Gather", [x, b.const(np.arange(s_, max(e, -1), st, dtype=np.int64), "picked")], axis=ax)
@@ -289,12 +485,206 @@ def _center_crop_pad_rule(ctx, n, inits):
             end[axis] = want - have - begin[axis]
     b = GraphBuilder(n.name or "CenterCropPad", inits)
     x = n.input[0]
-    cut = [d for d in range(rank) if (starts[d], ends[d]) != (0, shape[d])]
-    if cut:  # only the axes it cuts (see _slice_rule)
-        x = b.op("Slice", [x] + [b.const(np.array(v, np.int64), w) for v, w in (
-            ([starts[d] for d in cut], "starts"), ([ends[d] for d in cut], "ends"), (cut, "axes"),
-            ([1] * len(cut), "steps"))])
+    x = _sliced(b, x, [(starts[d], ends[d], d, 1) for d in range(rank) if (starts[d], ends[d]) != (0, shape[d])])
     b.op("Pad", [x, b.const(np.array(begin + end, np.int64), "pads")], n.output[0])
+    return b.nodes
+
+
+def _pad_indices(mode: str, dim: int, begin: int, end: int) -> np.ndarray:
+    """The source positions of a padded (or, for negative pads, cropped) axis, as NumPy's pad modes define them."""
+    idx = np.arange(-begin, dim + end)
+    if mode == "edge":
+        return np.clip(idx, 0, dim - 1)
+    if mode == "wrap":
+        return np.mod(idx, dim)
+    period = 2 * (dim - 1)  # reflect: mirrored about the edge elements, which are not repeated
+    if period == 0:
+        return np.zeros_like(idx)
+    m = np.mod(idx, period)
+    return np.where(m >= dim, period - m, m)
+
+
+def _pad_modes(ctx, n, inits, mode: str):
+    """``Pad`` in ``edge``/``reflect``/``wrap`` mode with constant pads: one ``Gather`` per padded axis of the source
+    positions (torch-mlir's lowerings of these modes fail or do not finish)."""
+    from .quantize import GraphBuilder
+
+    shape, _ = ctx.info(n.input[0])
+    pads = ctx.consts.get(n.input[1]) if len(n.input) > 1 else None
+    if shape is None or pads is None:
+        return None
+    rank = len(shape)
+    pads = [int(v) for v in np.asarray(pads).reshape(-1)]
+    axes = list(range(rank))
+    if len(n.input) > 3 and n.input[3]:
+        if n.input[3] not in ctx.consts:
+            return None
+        axes = [int(v) % rank for v in np.asarray(ctx.consts[n.input[3]]).reshape(-1)]
+    if len(pads) != 2 * len(axes):
+        return None
+    b = GraphBuilder(n.name or "Pad", inits)
+    x = n.input[0]
+    for i, axis in enumerate(axes):
+        begin, end = pads[i], pads[len(axes) + i]
+        if begin or end:
+            if shape[axis] + begin + end < 0 or shape[axis] == 0:
+                return None
+            picked = _pad_indices(mode, shape[axis], begin, end).astype(np.int64)
+            x = b.op("Gather", [x, b.const(picked, "positions")], axis=axis)
+    b.op("Identity", [x], n.output[0])
+    return b.nodes
+
+
+def _bool_reduce_rule(ctx, n, inits):
+    """``ReduceMax``/``ReduceMin`` of booleans (any/all; torch-mlir's result was wrong): whether the int32 sum of
+    the values (of their negations) is above (equal to) 0, which also gives an empty set's false (true)."""
+    from .quantize import GraphBuilder
+
+    if ctx.info(n.input[0])[1] != onnx.TensorProto.BOOL:
+        return None
+    a = _attrs(n)
+    b = GraphBuilder(n.name or n.op_type, inits)
+    axes = list(n.input[1:2])
+    if "axes" in a:  # before opset 18 the axes were an attribute; ReduceSum takes them as an input
+        axes = [b.const(np.array(a.pop("axes"), np.int64), "axes")]
+    x = n.input[0] if n.op_type == "ReduceMax" else b.op("Not", [n.input[0]])
+    total = b.op("ReduceSum", [b.cast(x, onnx.TensorProto.INT32)] + axes, **a)
+    zero = b.const(np.array(0, np.int32), "zero")
+    b.op("Greater" if n.op_type == "ReduceMax" else "Equal", [total, zero], n.output[0])
+    return b.nodes
+
+
+def _lp_normalization_rule(ctx, n, inits):
+    """``LpNormalization`` with ``p=2``: ``x / ||x||`` along ``axis`` and 0 where the norm is 0 (onnx's reference;
+    torch-mlir's lowering gives NaN there)."""
+    from .quantize import GraphBuilder
+
+    a = _attrs(n)
+    shape, elem = ctx.info(n.input[0])
+    if a.get("p", 2) != 2 or shape is None or not elem:
+        return None
+    dt = helper.tensor_dtype_to_np_dtype(elem)
+    b = GraphBuilder(n.name or "LpNormalization", inits)
+    axis = b.const(np.array([a.get("axis", -1)], np.int64), "axis")
+    norm = b.op("Sqrt", [b.op("ReduceSum", [b.op("Mul", [n.input[0], n.input[0]]), axis], keepdims=1)])
+    zero = b.const(np.zeros((), dt), "zero")
+    b.op("Where", [b.op("Equal", [norm, zero]), zero, b.op("Div", [n.input[0], norm])], n.output[0])
+    return b.nodes
+
+
+def _det_rule(ctx, n, inits):
+    """``Det`` of matrices up to 4 x 4 by the Leibniz formula: a ``Gather`` of each permutation's entries, their
+    products, summed with the permutations' signs (torch-mlir's ``linalg_det`` does not reach StableHLO)."""
+    import itertools
+
+    from .quantize import GraphBuilder
+
+    shape, elem = ctx.info(n.input[0])
+    if shape is None or len(shape) < 2 or shape[-1] != shape[-2] or not 1 <= shape[-1] <= 4 or not elem:
+        return None
+    size = shape[-1]
+    perms = list(itertools.permutations(range(size)))
+    flat = np.array([[i * size + p[i] for i in range(size)] for p in perms], np.int64)
+    signs = np.array([(-1) ** sum(p[i] > p[j] for i in range(size) for j in range(i + 1, size)) for p in perms])
+    b = GraphBuilder(n.name or "Det", inits)
+    x = b.op("Reshape", [n.input[0], b.const(np.array(list(shape[:-2]) + [size * size], np.int64), "flat")])
+    terms = None  # the product of each permutation's entries, one factor (a Gather of a column of ``flat``) at a time
+    for i in range(size):
+        factor = b.op("Gather", [x, b.const(flat[:, i], "entries")], axis=len(shape) - 2)
+        terms = factor if terms is None else b.op("Mul", [terms, factor])
+    signed = b.op("Mul", [terms, b.const(signs.astype(helper.tensor_dtype_to_np_dtype(elem)), "signs")])
+    b.op("ReduceSum", [signed, b.const(np.array([-1], np.int64), "last")], n.output[0], keepdims=0)
+    return b.nodes
+
+
+def _reduce_prod_rule(ctx, n, inits):
+    """``ReduceProd`` over several axes (all of them by default): one single-axis ``ReduceProd`` per axis keeping
+    it, then a ``Reshape`` without ``keepdims`` (torch-mlir's multi-axis lowering went through dynamic reshapes the core cannot
+    take)."""
+    from .quantize import GraphBuilder
+
+    a = _attrs(n)
+    shape, _ = ctx.info(n.input[0])
+    if shape is None:
+        return None
+    rank = len(shape)
+    if len(n.input) > 1 and n.input[1]:
+        if n.input[1] not in ctx.consts:
+            return None
+        axes = [int(v) % rank for v in np.asarray(ctx.consts[n.input[1]]).reshape(-1)]
+    else:
+        axes = [x % rank for x in a.get("axes", [])]
+    if not axes:
+        if a.get("noop_with_empty_axes", 0):
+            return None
+        axes = list(range(rank))
+    if len(set(axes)) < 2:
+        return None
+    b = GraphBuilder(n.name or "ReduceProd", inits)
+    x = n.input[0]
+    for axis in sorted(set(axes)):  # each keeps its axis (as 1): no step changes the rank
+        x = b.op("ReduceProd", [x, b.const(np.array([axis], np.int64), "axis")], keepdims=1)
+    if not a.get("keepdims", 1):
+        x = b.op("Reshape", [x, b.const(np.array([shape[d] for d in range(rank) if d not in axes], np.int64),
+                                        "shape")])
+    b.op("Identity", [x], n.output[0])
+    return b.nodes
+
+
+def _conv_integer_rule(ctx, n, inits):
+    """``ConvInteger``: the zero-point-shifted operands convolved in float64 (exact: integer sums far below 2^53)
+    and cast to int32; a 1-D weight zero point is per output channel (torch-mlir's quantized tensors do not reach
+    StableHLO)."""
+    from .quantize import GraphBuilder
+
+    (xshape, _), (wshape, _) = ctx.info(n.input[0]), ctx.info(n.input[1])
+    if xshape is None or wshape is None:
+        return None
+    b = GraphBuilder(n.name or "ConvInteger", inits)
+    dbl = onnx.TensorProto.DOUBLE
+    x, w = b.cast(n.input[0], dbl), b.cast(n.input[1], dbl)
+    if len(n.input) > 2 and n.input[2]:
+        x = b.op("Sub", [x, b.cast(n.input[2], dbl)])
+    if len(n.input) > 3 and n.input[3]:
+        zp = b.cast(n.input[3], dbl)
+        zshape, _ = ctx.info(n.input[3])
+        if zshape and len(zshape) == 1 and zshape[0] == wshape[0] and zshape[0] > 1:
+            zp = b.op("Reshape", [zp, b.const(np.array([wshape[0]] + [1] * (len(wshape) - 1), np.int64))])
+        w = b.op("Sub", [w, zp])
+    conv = b.op("Conv", [x, w], **_attrs(n))
+    b.op("Cast", [conv], n.output[0], to=onnx.TensorProto.INT32)
+    return b.nodes
+
+
+def _conv_transpose_rule(ctx, n, inits):
+    """``ConvTranspose`` with ``auto_pad`` SAME_UPPER/SAME_LOWER (output = input * stride): the unpadded transpose,
+    then the window the padding leaves (torch-mlir's lowering takes no auto_pad here)."""
+    from .quantize import GraphBuilder
+
+    a = _attrs(n)
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    (xshape, _), (wshape, _) = ctx.info(n.input[0]), ctx.info(n.input[1])
+    if auto not in ("SAME_UPPER", "SAME_LOWER") or xshape is None or wshape is None or "output_shape" in a:
+        return None
+    k = len(xshape) - 2
+    strides, dil = list(a.get("strides", [1] * k)), list(a.get("dilations", [1] * k))
+    extra = list(a.get("output_padding", [0] * k))
+    kernel = list(a.get("kernel_shape", wshape[2:]))
+    full = [(xshape[2 + d] - 1) * strides[d] + (kernel[d] - 1) * dil[d] + 1 + extra[d] for d in range(k)]
+    want = [xshape[2 + d] * strides[d] for d in range(k)]
+    cuts = []
+    for d in range(k):
+        total = full[d] - want[d]
+        if total < 0:
+            return None
+        begin = total // 2 if auto == "SAME_UPPER" else total - total // 2
+        if total:
+            cuts.append((begin, begin + want[d], 2 + d, 1))
+    keep = {key: v for key, v in a.items() if key not in ("auto_pad", "pads")}
+    b = GraphBuilder(n.name or "ConvTranspose", inits)
+    y = b.op("ConvTranspose", list(n.input), **keep)
+    b.op("Identity", [_sliced(b, y, cuts)], n.output[0])
     return b.nodes
 
 
@@ -306,7 +696,10 @@ def _pad_rule(ctx, n, inits):
 
     a = _attrs(n)
     mode = a.get("mode", b"constant")
-    if (mode.decode() if isinstance(mode, bytes) else mode) != "constant" or len(n.input) < 3 or not n.input[2]:
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    if mode in ("edge", "reflect", "wrap"):
+        return _pad_modes(ctx, n, inits, mode)
+    if mode != "constant" or len(n.input) < 3 or not n.input[2]:
         return None
     if n.input[2] in ctx.consts:
         return None  # torch-mlir takes a constant pad value
@@ -488,14 +881,26 @@ def _hardmax(proto, n, inits):
             helper.make_node("Cast", [f"{base}/is_max"], list(n.output), name=base, to=elem)]
 
 
-def _floored_mod(n):
+def _floored_mod(n, floats: bool = False):
     a, b = n.input[0], n.input[1]
     base = n.name
     r, zero_r, nz, rneg, bneg, differ, fix, sum_ = (f"{base}/{s}" for s in (
         "fmod", "r_is_zero", "r_nonzero", "r_neg", "b_neg", "signs_differ", "fix", "r_plus_b"))
     zero = f"{base}/zero"  # r - r: a zero of r's type and shape, whatever the type (NaN where r is NaN)
-    return [
-        helper.make_node("Mod", [a, b], [r], name=f"{base}/fmod", fmod=1),
+    first = [helper.make_node("Mod", [a, b], [r], name=f"{base}/fmod", fmod=1)]
+    if floats:  # fmod(finite a, +-inf) is a; torch-mlir's a - trunc(a / b) * b makes it NaN (0 * inf)
+        raw = f"{base}/fmod_raw"
+        first = [helper.make_node("Mod", [a, b], [raw], name=f"{base}/fmod", fmod=1),
+                 helper.make_node("IsInf", [b], [f"{base}/b_inf"], name=f"{base}/isinf_b"),
+                 helper.make_node("IsInf", [a], [f"{base}/a_inf"], name=f"{base}/isinf_a"),
+                 helper.make_node("IsNaN", [a], [f"{base}/a_nan"], name=f"{base}/isnan_a"),
+                 helper.make_node("Or", [f"{base}/a_inf", f"{base}/a_nan"], [f"{base}/a_special"],
+                                  name=f"{base}/a_special"),
+                 helper.make_node("Not", [f"{base}/a_special"], [f"{base}/a_finite"], name=f"{base}/a_finite"),
+                 helper.make_node("And", [f"{base}/b_inf", f"{base}/a_finite"], [f"{base}/keep_a"],
+                                  name=f"{base}/keep_a"),
+                 helper.make_node("Where", [f"{base}/keep_a", a, raw], [r], name=f"{base}/fmod_inf")]
+    return first + [
         helper.make_node("Sub", [r, r], [zero], name=f"{base}/zero_like"),
         helper.make_node("Equal", [r, zero], [zero_r], name=f"{base}/eq0"),
         helper.make_node("Not", [zero_r], [nz], name=f"{base}/not0"),
@@ -596,7 +1001,12 @@ RULES = {"RNN": _rnn_rule, "GRU": _rnn_rule, "LSTM": _rnn_rule, "QuantizeLinear"
          "Mod": _mod_rule, "Clip": _clip_rule, "OneHot": _onehot_rule, "CumProd": _cumprod_rule,
          "Hardmax": _hardmax_rule, "MaxPool": _pool_rule, "AveragePool": _pool_rule, "LpPool": _pool_rule,
          "Scan": _scan_rule, "Pad": _pad_rule, "Compress": _compress_rule, "ReverseSequence": _reverse_sequence_rule,
-         "CenterCropPad": _center_crop_pad_rule, "Slice": _slice_rule}
+         "CenterCropPad": _center_crop_pad_rule, "Slice": _slice_rule, "DFT": _dft_rule,
+         "Loop": _loop_rule, "Col2Im": _col2im_rule, "MaxUnpool": _max_unpool_rule,
+         "If": _if_rule, "SpaceToDepth": _space_to_depth_rule,
+         "Einsum": _einsum_rule, "ReduceMax": _bool_reduce_rule, "ReduceMin": _bool_reduce_rule,
+         "LpNormalization": _lp_normalization_rule, "Det": _det_rule, "ReduceProd": _reduce_prod_rule,
+         "ConvInteger": _conv_integer_rule, "ConvTranspose": _conv_transpose_rule}
 DOMAIN_RULES = {("ai.onnx.preview.training", "Adagrad"): _training_rule,
                 ("ai.onnx.preview.training", "Momentum"): _training_rule,
                 ("ai.onnx.preview.training", "Adam"): _training_rule,

@@ -1,4 +1,4 @@
-"""``Scan`` unrolled over its static number of iterations, before import.
+"""``Scan`` unrolled over its static number of iterations, and ``Loop`` over a constant trip count, before import.
 
 torch-mlir has no lowering for ``Scan`` (the newest function ops, ``LinearAttention`` among them, are defined with
 it), so none of those models compiled. A Scan whose scan inputs have a static length ``T`` along their scan axes
@@ -112,3 +112,114 @@ def rewrite(n: onnx.NodeProto, info, inits: list) -> list[onnx.NodeProto] | None
         parts = [b.op("Unsqueeze", [v, axes]) for v in seq]
         b.op("Concat", parts, out, axis=out_axes[k])
     return b.nodes
+
+
+def _always_true(body: onnx.GraphProto) -> bool:
+    """The body's condition output is its condition input passed through (directly or by Identity) or a constant
+    true: the loop runs its full trip count."""
+    name = body.output[0].name
+    if name == body.input[1].name:
+        return True
+    for node in body.node:
+        if name in node.output:
+            if node.op_type == "Identity" and node.input[0] == body.input[1].name:
+                return True
+            if node.op_type == "Constant" and node.attribute:
+                value = helper.get_attribute_value(node.attribute[0])
+                if isinstance(value, onnx.TensorProto):
+                    return bool(np.all(onnx.numpy_helper.to_array(value)))
+    return False
+
+
+def rewrite_loop(n: onnx.NodeProto, consts: dict, inits: list) -> list[onnx.NodeProto] | None:
+    """``Loop`` with a constant trip count whose condition never turns false, unrolled: ``M`` copies of the body,
+    each given its iteration number as a constant; the loop-carried values of one copy feed the next, and each
+    scan output is the per-iteration values stacked along a new first axis."""
+    body: onnx.GraphProto = helper.get_attribute_value(next(a for a in n.attribute if a.name == "body"))
+    if not n.input[0] or n.input[0] not in consts or _has_subgraph(body) or len(body.input) < 2:
+        return None
+    if n.input[1] and not (n.input[1] in consts and bool(np.all(consts[n.input[1]]))):
+        return None
+    if not _always_true(body):
+        return None
+    count = int(np.asarray(consts[n.input[0]]).reshape(-1)[0])
+    carried = len(n.input) - 2
+    scans = len(body.output) - 1 - carried
+    if not 1 <= count <= MAX_ITERATIONS or scans < 0 or len(body.input) != 2 + carried:
+        return None
+    b = GraphBuilder(n.name or f"Loop_{n.output[0]}", inits)
+    state = list(n.input[2:])
+    true = b.const(np.array(True), "cond")
+    per_step: list[list[str]] = [[] for _ in range(scans)]
+    for t in range(count):
+        rename = {body.input[0].name: b.const(np.array(t, np.int64), "iteration"), body.input[1].name: true}
+        rename.update({body.input[2 + i].name: state[i] for i in range(carried)})
+        for init in body.initializer:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(init)
+            copy.name = f"{b.base}/t{t}/{init.name}"
+            rename[init.name] = copy.name
+            inits.append(copy)
+        for node in body.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(node)
+            del copy.input[:]
+            copy.input.extend(rename.get(x, x) if x else "" for x in node.input)
+            del copy.output[:]
+            for o in node.output:
+                if o:
+                    rename[o] = f"{b.base}/t{t}/{o}"
+                copy.output.append(rename[o] if o else "")
+            copy.name = f"{b.base}/t{t}/{node.name or node.op_type}"
+            b.nodes.append(copy)
+        state = [rename.get(o.name, o.name) for o in body.output[1:1 + carried]]
+        for k in range(scans):
+            o = body.output[1 + carried + k].name
+            per_step[k].append(rename.get(o, o))
+    for i in range(carried):
+        if i < len(n.output) and n.output[i]:
+            b.op("Identity", [state[i]], n.output[i])
+    axes = b.const(np.array([0], np.int64), "axes")
+    for k in range(scans):
+        out = n.output[carried + k] if carried + k < len(n.output) else ""
+        if out:
+            b.op("Concat", [b.op("Unsqueeze", [v, axes]) for v in per_step[k]], out, axis=0)
+    return b.nodes
+
+
+def rewrite_if(n: onnx.NodeProto, consts: dict) -> list[onnx.NodeProto] | None:
+    """``If`` with a constant condition: the branch it takes, inlined (its values renamed under the node)."""
+    if not n.input or n.input[0] not in consts:
+        return None
+    a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+    branch: onnx.GraphProto = a["then_branch" if bool(np.asarray(consts[n.input[0]]).reshape(-1)[0]) else
+                                "else_branch"]
+    if _has_subgraph(branch) or len(branch.output) != len(n.output):
+        return None
+    base = n.name or f"If_{n.output[0]}"
+    rename: dict[str, str] = {}
+    nodes = []
+    for node in branch.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        del copy.input[:]
+        copy.input.extend(rename.get(x, x) if x else "" for x in node.input)
+        del copy.output[:]
+        for o in node.output:
+            if o:
+                rename[o] = f"{base}/{o}"
+            copy.output.append(rename[o] if o else "")
+        copy.name = f"{base}/{node.name or node.op_type}"
+        nodes.append(copy)
+    inits = []
+    for init in branch.initializer:
+        rename[init.name] = f"{base}/{init.name}"
+    for out, mine in zip(branch.output, n.output):
+        if mine:
+            nodes.append(helper.make_node("Identity", [rename.get(out.name, out.name)], [mine], name=f"{base}/{mine}"))
+    if branch.initializer:  # constants of the branch become Constant nodes under their new names
+        for init in branch.initializer:
+            t = onnx.TensorProto()
+            t.CopyFrom(init)
+            inits.append(helper.make_node("Constant", [], [rename[init.name]], value=t))
+    return inits + nodes
