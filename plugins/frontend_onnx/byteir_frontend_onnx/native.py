@@ -276,20 +276,26 @@ def _lower_scatter(op: ir.Operation, which: str) -> bool:
         negative = b.compare("LT", idx, b.splat_int(itype, 0))
         idx = b.select(negative, b.op("stablehlo.add", itype, idx, bound_v), idx)
         if which == "scatter_elements":
-            one = ir.RankedTensorType.get(ishape + [1], i64)
-            parts = []
-            for d in range(rank):
-                v = idx if d == axis else b.op("stablehlo.iota", itype, iota_dimension=ir.IntegerAttr.get(i64, d))
-                parts.append(b.op("stablehlo.reshape", one, v))
-            idx = b.op("stablehlo.concatenate", ir.RankedTensorType.get(ishape + [rank], i64), *parts,
-                       dimension=ir.IntegerAttr.get(i64, rank))
-            dims = ("update_window_dims = [], inserted_window_dims = [" + ", ".join(map(str, range(rank)))
-                    + "], scatter_dims_to_operand_dims = [" + ", ".join(map(str, range(rank)))
-                    + f"], index_vector_dim = {rank}")
+            idx, dims = _element_indices(b, idx, axis, ishape)
         back = b.op("torch_c.from_builtin_tensor", op.results[0].type, _scatter(data, idx, upd, dims, combine))
     op.results[0].replace_all_uses_with(back)
     op.erase()
     return True
+
+
+def _element_indices(b: _Builder, pos: ir.Value, axis: int, shape: list[int]) -> tuple[ir.Value, str]:
+    """One full index tuple per element of an update of ``shape``: ``pos`` (i64, that shape) on ``axis``, the
+    element's own position on every other axis; with the scatter dimension numbers that write element-wise."""
+    rank = len(shape)
+    i64 = ir.IntegerType.get_signless(64)
+    itype, one = ir.RankedTensorType.get(shape, i64), ir.RankedTensorType.get(shape + [1], i64)
+    parts = [b.op("stablehlo.reshape", one, pos if d == axis else b.op(
+        "stablehlo.iota", itype, iota_dimension=ir.IntegerAttr.get(i64, d))) for d in range(rank)]
+    idx = b.op("stablehlo.concatenate", ir.RankedTensorType.get(shape + [rank], i64), *parts,
+               dimension=ir.IntegerAttr.get(i64, rank))
+    every = ", ".join(map(str, range(rank)))
+    return idx, (f"update_window_dims = [], inserted_window_dims = [{every}], "
+                 f"scatter_dims_to_operand_dims = [{every}], index_vector_dim = {rank}")
 
 
 def _scatter(data: ir.Value, idx: ir.Value, upd: ir.Value, dims: str, combine: str | None) -> ir.Value:
@@ -338,14 +344,7 @@ def _lower_tensor_scatter(op: ir.Operation) -> bool:
             pos = b.op("stablehlo.add", itype, pos, start)
         if mode == "circular":
             pos = b.op("stablehlo.remainder", itype, pos, b.splat_int(itype, cshape[axis]))
-        one = ir.RankedTensorType.get(ushape + [1], i64)
-        parts = [b.op("stablehlo.reshape", one, pos if d == axis else b.op(
-            "stablehlo.iota", itype, iota_dimension=ir.IntegerAttr.get(i64, d))) for d in range(rank)]
-        idx = b.op("stablehlo.concatenate", ir.RankedTensorType.get(ushape + [rank], i64), *parts,
-                   dimension=ir.IntegerAttr.get(i64, rank))
-        dims = ("update_window_dims = [], inserted_window_dims = [" + ", ".join(map(str, range(rank)))
-                + "], scatter_dims_to_operand_dims = [" + ", ".join(map(str, range(rank)))
-                + f"], index_vector_dim = {rank}")
+        idx, dims = _element_indices(b, pos, axis, ushape)
         back = b.op("torch_c.from_builtin_tensor", op.results[0].type, _scatter(cache, idx, upd, dims, None))
     op.results[0].replace_all_uses_with(back)
     op.erase()

@@ -153,7 +153,7 @@ def _loop_rule(ctx, n, inits):
 def _if_rule(ctx, n, inits):
     from .scan import rewrite_if
 
-    return rewrite_if(n, ctx.consts)
+    return rewrite_if(n, ctx.consts, inits)
 
 
 def _quantize_rule(ctx, n, inits):

@@ -37,6 +37,30 @@ def _rank(v: onnx.ValueInfoProto) -> int | None:
     return len(tt.shape.dim) if v.type.HasField("tensor_type") and tt.HasField("shape") else None
 
 
+def copy_body(body: onnx.GraphProto, rename: dict, prefix: str, nodes: list, inits: list) -> None:
+    """Append a copy of ``body``'s initializers (to ``inits``) and nodes (to ``nodes``), every value it defines
+    renamed under ``prefix``; ``rename`` maps the body's inputs to their values and gains the new names. Values
+    read from the enclosing graph keep their names."""
+    for init in body.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(init)
+        copy.name = f"{prefix}/{init.name}"
+        rename[init.name] = copy.name
+        inits.append(copy)
+    for node in body.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        del copy.input[:]
+        copy.input.extend(rename.get(x, x) if x else "" for x in node.input)
+        del copy.output[:]
+        for o in node.output:
+            if o:
+                rename[o] = f"{prefix}/{o}"
+            copy.output.append(rename[o] if o else "")
+        copy.name = f"{prefix}/{node.name or node.op_type}"
+        nodes.append(copy)
+
+
 def rewrite(n: onnx.NodeProto, info, inits: list) -> list[onnx.NodeProto] | None:
     """The nodes replacing Scan node ``n``, or None to leave it (``info(name)`` -> (static shape, elem type))."""
     a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
@@ -79,24 +103,7 @@ def rewrite(n: onnx.NodeProto, info, inits: list) -> list[onnx.NodeProto] | None
             index = t if in_dirs[j] == 0 else count - 1 - t
             rename[body.input[n_state + j].name] = b.op(
                 "Gather", [n.input[n_state + j], b.const(np.array(index, np.int64), "index")], axis=in_axes[j])
-        for init in body.initializer:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(init)
-            copy.name = f"{b.base}/t{t}/{init.name}"
-            rename[init.name] = copy.name
-            inits.append(copy)
-        for node in body.node:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            del copy.input[:]
-            copy.input.extend(rename.get(x, x) if x else "" for x in node.input)
-            del copy.output[:]
-            for o in node.output:
-                if o:
-                    rename[o] = f"{b.base}/t{t}/{o}"
-                copy.output.append(rename[o] if o else "")
-            copy.name = f"{b.base}/t{t}/{node.name or node.op_type}"
-            b.nodes.append(copy)
+        copy_body(body, rename, f"{b.base}/t{t}", b.nodes, inits)
         state = [rename.get(o.name, o.name) for o in body.output[:n_state]]
         for k in range(k_out):
             per_step[k].append(rename.get(body.output[n_state + k].name, body.output[n_state + k].name))
@@ -154,24 +161,7 @@ def rewrite_loop(n: onnx.NodeProto, consts: dict, inits: list) -> list[onnx.Node
     for t in range(count):
         rename = {body.input[0].name: b.const(np.array(t, np.int64), "iteration"), body.input[1].name: true}
         rename.update({body.input[2 + i].name: state[i] for i in range(carried)})
-        for init in body.initializer:
-            copy = onnx.TensorProto()
-            copy.CopyFrom(init)
-            copy.name = f"{b.base}/t{t}/{init.name}"
-            rename[init.name] = copy.name
-            inits.append(copy)
-        for node in body.node:
-            copy = onnx.NodeProto()
-            copy.CopyFrom(node)
-            del copy.input[:]
-            copy.input.extend(rename.get(x, x) if x else "" for x in node.input)
-            del copy.output[:]
-            for o in node.output:
-                if o:
-                    rename[o] = f"{b.base}/t{t}/{o}"
-                copy.output.append(rename[o] if o else "")
-            copy.name = f"{b.base}/t{t}/{node.name or node.op_type}"
-            b.nodes.append(copy)
+        copy_body(body, rename, f"{b.base}/t{t}", b.nodes, inits)
         state = [rename.get(o.name, o.name) for o in body.output[1:1 + carried]]
         for k in range(scans):
             o = body.output[1 + carried + k].name
@@ -187,7 +177,7 @@ def rewrite_loop(n: onnx.NodeProto, consts: dict, inits: list) -> list[onnx.Node
     return b.nodes
 
 
-def rewrite_if(n: onnx.NodeProto, consts: dict) -> list[onnx.NodeProto] | None:
+def rewrite_if(n: onnx.NodeProto, consts: dict, inits: list) -> list[onnx.NodeProto] | None:
     """``If`` with a constant condition: the branch it takes, inlined (its values renamed under the node)."""
     if not n.input or n.input[0] not in consts:
         return None
@@ -198,28 +188,9 @@ def rewrite_if(n: onnx.NodeProto, consts: dict) -> list[onnx.NodeProto] | None:
         return None
     base = n.name or f"If_{n.output[0]}"
     rename: dict[str, str] = {}
-    nodes = []
-    for node in branch.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        del copy.input[:]
-        copy.input.extend(rename.get(x, x) if x else "" for x in node.input)
-        del copy.output[:]
-        for o in node.output:
-            if o:
-                rename[o] = f"{base}/{o}"
-            copy.output.append(rename[o] if o else "")
-        copy.name = f"{base}/{node.name or node.op_type}"
-        nodes.append(copy)
-    inits = []
-    for init in branch.initializer:
-        rename[init.name] = f"{base}/{init.name}"
+    nodes: list[onnx.NodeProto] = []
+    copy_body(branch, rename, base, nodes, inits)
     for out, mine in zip(branch.output, n.output):
         if mine:
             nodes.append(helper.make_node("Identity", [rename.get(out.name, out.name)], [mine], name=f"{base}/{mine}"))
-    if branch.initializer:  # constants of the branch become Constant nodes under their new names
-        for init in branch.initializer:
-            t = onnx.TensorProto()
-            t.CopyFrom(init)
-            inits.append(helper.make_node("Constant", [], [rename[init.name]], value=t))
-    return inits + nodes
+    return nodes
