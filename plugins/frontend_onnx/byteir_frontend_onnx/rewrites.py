@@ -3,8 +3,10 @@
 Each rewrite keeps the graph's meaning exactly and works on a shape-inferred model with static shapes.
 
 - **Mod with ``fmod=0``** (the result takes the divisor's sign, like Python's ``%``): torch-mlir computes C's
-  ``fmod`` for it (and gives NaN for a finite dividend over an infinite divisor, which is the dividend). It becomes ``r = Mod(a, b, fmod=1)`` then ``r + b`` where ``r`` is non-zero and its sign
-  differs from ``b``'s (ints and floats; an infinite divisor gives the infinity, as ONNX specifies).
+  ``fmod`` for it (and NaN for a finite dividend over an infinite divisor, where fmod is the dividend). It
+  becomes ``r = Mod(a, b, fmod=1)`` (the dividend where a float divisor is infinite) then ``r + b`` where ``r``
+  is non-zero and its sign differs from ``b``'s (ints and floats; an infinite divisor gives the infinity, as
+  ONNX specifies).
 - **Pooling with asymmetric pads** (e.g. Inception v1's final ``AveragePool`` with ``pads=[0,0,1,1]``), and
   **MaxPool with ``ceil_mode=1``** (torch-mlir's result is wrong): torch-mlir pads both sides by the begin pads.
   A ceil-mode MaxPool gets the end padding that makes floor mode give ceil mode's windows (a last window that
@@ -29,13 +31,14 @@ Each rewrite keeps the graph's meaning exactly and works on a shape-inferred mod
   condition is the branch it takes.
 - **Pad** with a pad value computed at run time is a zero pad plus ``Where`` over a constant mask.
 - **Slice** with constant operands becomes one single-axis Slice per axis it cuts (torch-mlir lowered multi-axis
-  slices to dynamic shapes), negative steps a Gather; **CenterCropPad** with a constant shape is a ``Slice`` and a ``Pad``; **Compress** with a constant condition
-  is a ``Gather``; **ReverseSequence** is a ``GatherElements`` with
-  positions computed from the lengths.
+  slices to dynamic shapes), negative steps a Gather; **CenterCropPad** with a constant shape is a ``Slice``
+  and a ``Pad``; **Compress** with a constant condition is a ``Gather``; **ReverseSequence** is a
+  ``GatherElements`` with positions computed from the lengths.
 - **Pad** in edge/reflect/wrap mode is a Gather of source positions per axis; **Det** up to 4 x 4 the Leibniz
   formula; **LpNormalization** (p=2) gives 0 where the norm is 0; boolean **ReduceMax/Min** go through int32;
-  **ReduceProd** over several axes is one single-axis ReduceProd per axis; **ConvInteger** a float64 Conv of
-  the shifted operands; **ConvTranspose** with ``auto_pad`` SAME an unpadded one, then sliced.
+  **ReduceProd** over several axes is one single-axis ReduceProd per axis; **ConvInteger** and **QLinearConv** a
+  float64 Conv of the shifted operands (then scaled, shifted, clipped and rounded); **ConvTranspose** with
+  ``auto_pad`` SAME an unpadded one, then sliced.
 - A one-operand **Einsum** (sums, diagonals, transposes) is Where/ReduceSum/Transpose.
 - **SpaceToDepth** in CRD mode is reshape-transpose-reshape (torch-mlir ignored the mode).
 - **Col2Im** is a grouped ``ConvTranspose`` with one-hot kernels; **MaxUnpool** a ``ScatterND`` into zeros.
@@ -599,8 +602,8 @@ def _det_rule(ctx, n, inits):
 
 def _reduce_prod_rule(ctx, n, inits):
     """``ReduceProd`` over several axes (all of them by default): one single-axis ``ReduceProd`` per axis keeping
-    it, then a ``Reshape`` without ``keepdims`` (torch-mlir's multi-axis lowering went through dynamic reshapes the core cannot
-    take)."""
+    it, then a ``Reshape`` without ``keepdims`` (torch-mlir's multi-axis lowering went through dynamic reshapes the
+    core cannot take)."""
     from .quantize import GraphBuilder
 
     a = _attrs(n)
@@ -631,9 +634,31 @@ def _reduce_prod_rule(ctx, n, inits):
     return b.nodes
 
 
+def _shifted_conv(ctx, b, n, x, x_zp, w, w_zp, bias=""):
+    """The zero-point-shifted operands convolved in float64 (exact: integer sums far below 2^53), plus an int32
+    bias per output channel; a 1-D weight zero point is per output channel."""
+    wshape, _ = ctx.info(w)
+    dbl = onnx.TensorProto.DOUBLE
+    xs, ws = b.cast(x, dbl), b.cast(w, dbl)
+    per_channel = b.const(np.array([wshape[0]] + [1] * (len(wshape) - 1), np.int64), "per_channel")
+    if x_zp:
+        xs = b.op("Sub", [xs, b.cast(x_zp, dbl)])
+    if w_zp:
+        zp = b.cast(w_zp, dbl)
+        zshape, _ = ctx.info(w_zp)
+        if zshape and len(zshape) == 1 and zshape[0] == wshape[0] and zshape[0] > 1:
+            zp = b.op("Reshape", [zp, per_channel])
+        ws = b.op("Sub", [ws, zp])
+    attrs = _attrs(n)
+    y = b.op("Conv", [xs, ws], **attrs)
+    if bias:
+        y = b.op("Add", [y, b.op("Reshape", [b.cast(bias, dbl), b.const(np.array([1, wshape[0]] + [1] * (
+            len(wshape) - 2), np.int64), "bias_shape")])])
+    return y
+
+
 def _conv_integer_rule(ctx, n, inits):
-    """``ConvInteger``: the zero-point-shifted operands convolved in float64 (exact: integer sums far below 2^53)
-    and cast to int32; a 1-D weight zero point is per output channel (torch-mlir's quantized tensors do not reach
+    """``ConvInteger``: :func:`_shifted_conv` cast to int32 (torch-mlir's quantized tensors do not reach
     StableHLO)."""
     from .quantize import GraphBuilder
 
@@ -641,18 +666,39 @@ def _conv_integer_rule(ctx, n, inits):
     if xshape is None or wshape is None:
         return None
     b = GraphBuilder(n.name or "ConvInteger", inits)
-    dbl = onnx.TensorProto.DOUBLE
-    x, w = b.cast(n.input[0], dbl), b.cast(n.input[1], dbl)
-    if len(n.input) > 2 and n.input[2]:
-        x = b.op("Sub", [x, b.cast(n.input[2], dbl)])
-    if len(n.input) > 3 and n.input[3]:
-        zp = b.cast(n.input[3], dbl)
-        zshape, _ = ctx.info(n.input[3])
-        if zshape and len(zshape) == 1 and zshape[0] == wshape[0] and zshape[0] > 1:
-            zp = b.op("Reshape", [zp, b.const(np.array([wshape[0]] + [1] * (len(wshape) - 1), np.int64))])
-        w = b.op("Sub", [w, zp])
-    conv = b.op("Conv", [x, w], **_attrs(n))
-    b.op("Cast", [conv], n.output[0], to=onnx.TensorProto.INT32)
+    ins = list(n.input) + [""] * (4 - len(n.input))
+    y = _shifted_conv(ctx, b, n, ins[0], ins[2], ins[1], ins[3])
+    b.op("Cast", [y], n.output[0], to=onnx.TensorProto.INT32)
+    return b.nodes
+
+
+def _qlinear_conv_rule(ctx, n, inits):
+    """``QLinearConv`` as onnx's reference computes it: :func:`_shifted_conv` (bias included), times
+    ``x_scale * w_scale / y_scale`` (float32, per output channel for a 1-D ``w_scale``) in float64, plus the
+    output zero point, clipped to the output type's range and rounded half to even (ONNX Runtime's quantizer
+    writes this op for QOperator models)."""
+    from .quantize import GraphBuilder
+
+    ins = list(n.input) + [""] * (9 - len(n.input))
+    (xshape, xt), (wshape, _) = ctx.info(ins[0]), ctx.info(ins[3])
+    out_t = ctx.info(ins[7])[1] if ins[7] else xt
+    ranges = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
+    if xshape is None or wshape is None or out_t not in ranges:
+        return None
+    b = GraphBuilder(n.name or "QLinearConv", inits)
+    y = _shifted_conv(ctx, b, n, ins[0], ins[2], ins[3], ins[5], ins[8])
+    flt, dbl = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+    w_scale = b.cast(ins[4], flt)
+    sshape, _ = ctx.info(ins[4])
+    if sshape and len(sshape) == 1 and sshape[0] > 1:
+        w_scale = b.op("Reshape", [w_scale, b.const(np.array([1, sshape[0]] + [1] * (len(wshape) - 2), np.int64))])
+    mult = b.op("Div", [b.op("Mul", [b.cast(ins[1], flt), w_scale]), b.cast(ins[6], flt)])
+    y = b.op("Mul", [y, b.cast(mult, dbl)])
+    if ins[7]:
+        y = b.op("Add", [y, b.cast(ins[7], dbl)])
+    lo, hi = ranges[out_t]
+    y = b.op("Clip", [y, b.const(np.float64(lo), "qmin"), b.const(np.float64(hi), "qmax")])
+    b.op("Cast", [b.op("Round", [y])], n.output[0], to=out_t)
     return b.nodes
 
 
@@ -1006,7 +1052,7 @@ RULES = {"RNN": _rnn_rule, "GRU": _rnn_rule, "LSTM": _rnn_rule, "QuantizeLinear"
          "If": _if_rule, "SpaceToDepth": _space_to_depth_rule,
          "Einsum": _einsum_rule, "ReduceMax": _bool_reduce_rule, "ReduceMin": _bool_reduce_rule,
          "LpNormalization": _lp_normalization_rule, "Det": _det_rule, "ReduceProd": _reduce_prod_rule,
-         "ConvInteger": _conv_integer_rule, "ConvTranspose": _conv_transpose_rule}
+         "ConvInteger": _conv_integer_rule, "QLinearConv": _qlinear_conv_rule, "ConvTranspose": _conv_transpose_rule}
 DOMAIN_RULES = {("ai.onnx.preview.training", "Adagrad"): _training_rule,
                 ("ai.onnx.preview.training", "Momentum"): _training_rule,
                 ("ai.onnx.preview.training", "Adam"): _training_rule,

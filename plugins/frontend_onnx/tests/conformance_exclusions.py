@@ -105,7 +105,6 @@ EXCLUDED = {
     'test_bernoulli_double': 'PassGroupError: pass group \'legalize\' failed: loc("Bernoulli_0"): failed to legalize operation \'stablehlo.rng\' that was explicitly marked illegal: %7 = "stableh',
     'test_bernoulli_double_expanded': 'PassGroupError: pass group \'legalize\' failed: loc("RandomUniformLike_0"): failed to legalize operation \'stablehlo.rng\' that was explicitly marked illegal: %7 = ',
     'test_bernoulli_expanded': 'PassGroupError: pass group \'legalize\' failed: loc("RandomUniformLike_0"): failed to legalize operation \'stablehlo.rng\' that was explicitly marked illegal: %7 = ',
-    'test_qlinearconv': 'QLinearConv (opset 17): torch-mlir leaves torch.aten._make_per_tensor_quantized_tensor it cannot lower',
     'test_bernoulli_seed_expanded': 'RandomUniformLike (opset 22): torch-mlir has no lowering for it with these attributes/types',
     'test_affine_grid_3d_align_corners_expanded': 'Range (opset 20): torch-mlir has no lowering for it with these attributes/types',
     'test_affine_grid_3d_expanded': 'Range (opset 20): torch-mlir has no lowering for it with these attributes/types',

@@ -304,7 +304,8 @@ def test_det_lp_normalization_bool_reductions_and_reduce_prod():
 def test_conv_integer_with_per_channel_weight_zero_points():
     m = _model([helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["y"], pads=[1, 0, 1, 2], strides=[1, 2])],
                [_vi("x", [1, 2, 5, 6], TensorProto.UINT8), _vi("w", [3, 2, 3, 3], TensorProto.UINT8),
-                _vi("xz", [], TensorProto.UINT8), _vi("wz", [3], TensorProto.UINT8)], [_vi("y", None, TensorProto.INT32)])
+                _vi("xz", [], TensorProto.UINT8), _vi("wz", [3], TensorProto.UINT8)],
+               [_vi("y", None, TensorProto.INT32)])
     feeds = {"x": rng.integers(0, 256, (1, 2, 5, 6)).astype(np.uint8),
              "w": rng.integers(0, 256, (3, 2, 3, 3)).astype(np.uint8),
              "xz": np.array(128, np.uint8), "wz": np.array([3, 250, 128], np.uint8)}
@@ -317,3 +318,25 @@ def test_conv_transpose_same_padding(auto_pad):
                [_vi("x", [1, 2, 3, 4]), _vi("w", [2, 3, 4, 3])], [_vi("y", None)])
     _check(m, [{"x": rng.standard_normal((1, 2, 3, 4)).astype(np.float32),
                 "w": rng.standard_normal((2, 3, 4, 3)).astype(np.float32)}], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_qlinear_conv_per_channel_with_bias(signed):
+    """A QOperator-format convolution (what ONNX Runtime's quantizer writes): per-channel weight scales and zero
+    points, an int32 bias, uint8 or int8 activations; bit-exact against the reference."""
+    at, anp = (TensorProto.INT8, np.int8) if signed else (TensorProto.UINT8, np.uint8)
+    lo, hi = (-128, 128) if signed else (0, 256)
+    inits = [helper.make_tensor("xs", TensorProto.FLOAT, [], [0.02]),
+             helper.make_tensor("xz", at, [], [3 if signed else 128]),
+             helper.make_tensor("ws", TensorProto.FLOAT, [4], [0.01, 0.03, 0.005, 0.02]),
+             helper.make_tensor("wz", TensorProto.INT8, [4], [0, 1, -2, 0]),
+             helper.make_tensor("ys", TensorProto.FLOAT, [], [0.05]),
+             helper.make_tensor("yz", at, [], [-5 if signed else 100]),
+             helper.make_tensor("bias", TensorProto.INT32, [4], [100, -300, 0, 2500])]
+    m = _model([helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "bias"], ["y"],
+                                 pads=[1, 1, 1, 1], strides=[2, 1])],
+               [_vi("x", [1, 3, 7, 6], at), _vi("w", [4, 3, 3, 3], TensorProto.INT8)], [_vi("y", None, at)],
+               inits=inits)
+    feeds = {"x": rng.integers(lo, hi, (1, 3, 7, 6)).astype(anp),
+             "w": rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)}
+    _check(m, [feeds], rtol=0, atol=0)
