@@ -675,8 +675,7 @@ def _conv_integer_rule(ctx, n, inits):
 def _qlinear_conv_rule(ctx, n, inits):
     """``QLinearConv`` as onnx's reference computes it: :func:`_shifted_conv` (bias included), times
     ``x_scale * w_scale / y_scale`` (float32, per output channel for a 1-D ``w_scale``) in float64, plus the
-    output zero point, clipped to the output type's range and rounded half to even (ONNX Runtime's quantizer
-    writes this op for QOperator models)."""
+    output zero point, clipped to the output type's range and rounded half to even."""
     from .quantize import GraphBuilder
 
     ins = list(n.input) + [""] * (9 - len(n.input))
