@@ -340,3 +340,18 @@ def test_qlinear_conv_per_channel_with_bias(signed):
     feeds = {"x": rng.integers(lo, hi, (1, 3, 7, 6)).astype(anp),
              "w": rng.integers(-128, 128, (4, 3, 3, 3)).astype(np.int8)}
     _check(m, [feeds], rtol=0, atol=0)
+
+
+def test_stacked_matmul_by_a_weight_is_one_2d_product():
+    """[2, 5, 8] @ [8, 3] (a weight) becomes a [10, 8] @ [8, 3] product: no batched dot over a broadcast weight is
+    left in the StableHLO, and the values are the reference's."""
+    from byteir_core.mlir import new_context
+
+    from byteir_frontend_onnx.importer import to_stablehlo
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3], rng.standard_normal(24).astype(np.float32).tolist())
+    m = _model([helper.make_node("MatMul", ["x", "w"], ["y"])], [_vi("x", [2, 5, 8])], [_vi("y", [2, 5, 3])],
+               inits=[w])
+    text = str(to_stablehlo(m, {}, new_context()))
+    assert "batching_dims" not in text and "tensor<10x8xf32>" in text
+    _check(m, [{"x": rng.standard_normal((2, 5, 8)).astype(np.float32)}])
