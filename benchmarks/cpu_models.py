@@ -4,6 +4,7 @@ Run by hand (not a test):
 
     make bench-setup                        # installs the peers: onnx, onnxruntime, IREE (compiler + runtime)
     .venv/bin/python benchmarks/cpu_models.py [--models mlp,bert] [--repeat 20]
+    .venv/bin/python benchmarks/cpu_models.py --onnx-vs-torch --repeat 200   # byteir from .onnx vs from torch only
 
 For each model: the PyTorch module is exported once to StableHLO (torch.export + torch-mlir's FX importer,
 weights as constants); byteir compiles that StableHLO for ``--target cpu``; IREE (llvm-cpu, host CPU)
@@ -306,11 +307,39 @@ PEERS = {"torch eager": run_eager, "torch.compile (Inductor)": run_inductor, "ON
          "IREE llvm-cpu": run_iree}
 
 
+def onnx_vs_torch(args) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; byteir from torch vs from .onnx, "
+          f"{args.repeat} alternating calls each")
+    for name in args.models.split(","):
+        cls, make_inputs = MODELS[name]
+        model = cls().eval()
+        inputs = make_inputs()
+        from_torch = run_byteir(export_stablehlo(model, inputs), inputs)[0]
+        from_onnx = run_byteir_onnx(model, inputs)[0]
+        for _ in range(3):
+            from_torch(), from_onnx()
+        t_torch, t_onnx = [], []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            from_torch()
+            t1 = time.perf_counter()
+            from_onnx()
+            t_torch.append(t1 - t0)
+            t_onnx.append(time.perf_counter() - t1)
+        a, b = statistics.median(t_torch) * 1e3, statistics.median(t_onnx) * 1e3
+        print(f"  {name:9s} from torch {a:8.2f} ms   from .onnx {b:8.2f} ms   ratio {b / a:.3f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--onnx-vs-torch", action="store_true",
+                    help="only byteir from torch against byteir from the .onnx export, timed alternately call by "
+                         "call (drift and neighbours' load hit both alike), --repeat calls each")
     args = ap.parse_args()
+    if args.onnx_vs_torch:
+        return onnx_vs_torch(args)
     from threadpoolctl import threadpool_info
 
     blas = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()
