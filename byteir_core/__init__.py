@@ -12,7 +12,7 @@ from importlib import metadata as _metadata
 try:
     __version__ = _metadata.version("byteir-core")
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.2.4+src"
+    __version__ = "0.2.5+src"
 
 from .errors import (  # noqa: E402
     ArtifactIntegrityError,
