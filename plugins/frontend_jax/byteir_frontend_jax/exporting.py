@@ -22,10 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from byteir_core.compiler.driver import entry_function, set_io_names
+from byteir_core.compiler.driver import dynamic_arguments, entry_function, refine_arguments, set_io_names
 from byteir_core.compiler.importing import freeze_arguments, producer_string, read_portable_artifact
 from byteir_core.errors import FrontendError
-from byteir_core.mlir import ir
+from byteir_core.mlir import ir, run_pipeline
 
 from .detect import MLIR_MAGIC, embedded_stablehlo, is_exported, is_serialized_export
 from .shardy import mentions_shardy, strip_shardy
@@ -102,7 +102,53 @@ def to_stablehlo(model, example_inputs: Sequence[Any] | None, options: dict, con
     with context, ir.Location.unknown():
         _bind_leaves(module, exported, args, weights, where, argnames)
         _strip_jax_only(module, where)
+        if options.get("input_shapes") and dynamic_arguments(module):
+            _specialize(module, options["input_shapes"], where)
     return module
+
+
+def _specialize(module, shapes, where: str) -> None:
+    """A shape-polymorphic export (``jax.export.symbolic_shape``) at the static shapes the user gave: the argument
+    types refined, then each ``shape_assertion`` jax put in (``b >= 1``, ``a.shape[0] == b.shape[0]``) decided
+    now that its operands are constants. A true one is removed (no backend runs this custom call); a false one is
+    jax's own message, with the dimension values filled in."""
+    try:
+        refine_arguments(module, shapes)
+        run_pipeline(module, "canonicalize")
+    except FrontendError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- MLIRError from refinement: shapes that contradict the program
+        raise FrontendError(f"{where}: cannot specialize the shape-polymorphic export to input shapes {shapes}: "
+                            f"{_short(e)}") from None
+    assertions = []
+
+    def visit(op):
+        op = op.operation
+        if op.name == "stablehlo.custom_call" and \
+                ir.StringAttr(op.attributes["call_target_name"]).value == "shape_assertion":
+            assertions.append(op)
+        return ir.WalkResult.ADVANCE
+
+    module.operation.walk(visit)
+    for op in assertions:
+        values = [_constant_value(v) for v in op.operands]
+        if any(v is None for v in values):
+            continue  # still dynamic: the core reports the dynamic dimensions
+        if not bool(values[0]):
+            msg = ir.StringAttr(op.attributes["error_message"]).value if "error_message" in op.attributes else ""
+            try:
+                msg = msg.format(*[int(v) for v in values[1:]])
+            except (IndexError, KeyError, ValueError):
+                pass
+            raise FrontendError(f"{where}: input shapes {shapes} break the export's shape constraints: {msg}")
+        op.erase()
+
+
+def _constant_value(value):
+    owner = value.owner
+    if not isinstance(owner, (ir.Operation, ir.OpView)) or owner.operation.name != "stablehlo.constant":
+        return None
+    return np.asarray(ir.DenseElementsAttr(owner.operation.attributes["value"])).reshape(-1)[0]
 
 
 # -- inputs ---------------------------------------------------------------------------------------------------

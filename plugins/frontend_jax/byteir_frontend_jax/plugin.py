@@ -22,6 +22,8 @@ class JaxFrontend(Frontend):
     options = {
         "weights": "positional arguments (argnums, e.g. [0]) whose example values are frozen into the program as "
                    "weights; the artifact then takes the remaining arguments' leaves only",
+        "input_shapes": "static shapes for a shape-polymorphic export (jax.export.symbolic_shape), one per input "
+                        "or by name (--input-shape 2x3,2x3); jax's shape assertions are checked against them",
     }
 
     def accepts(self, model) -> bool:

@@ -7,9 +7,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import export
 
 import byteir_core
+from byteir_core.errors import FrontendError
 from byteir_frontend_jax.plugin import JaxFrontend
 from jax_helpers import assert_tree_close, input_names, rand
 
@@ -111,3 +113,54 @@ def test_a_plain_function_with_frontend_jax():
     sess = byteir_core.load(byteir_core.compile(model, (params, x), frontend="jax", target="cpu",
                                                 options={"weights": [0]}))
     assert_tree_close(sess(x), jax.jit(model)(params, x))
+
+
+def test_sharding_constraints_on_one_device_are_dropped():
+    """JAX lowers with Shardy: sdy.sharding_constraint / sdy.mesh / sdy.* attributes, which byteir's MLIR cannot
+    even deserialize; on one device they mean nothing and the frontend removes them."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((1,), ("batch",), axis_types=(jax.sharding.AxisType.Auto,))
+
+    def f(x):
+        y = jax.lax.with_sharding_constraint(jnp.tanh(x) * 2.0, NamedSharding(mesh, PartitionSpec("batch")))
+        return y + 1.0
+
+    x = rand(np.random.default_rng(8), 4, 3)
+    assert "sdy.sharding_constraint" in export.export(jax.jit(f))(x).mlir_module()
+    sess = byteir_core.load(byteir_core.compile(jax.jit(f), (x,), target="cpu"))
+    assert_tree_close(sess(x), jax.jit(f)(x))
+
+
+def test_an_export_for_several_platforms_runs_its_cpu_branch():
+    def f(a, b):
+        return jnp.sin(a) * b
+
+    a, b = make(9)[1], make(10)[1]
+    exp = export.export(jax.jit(f), platforms=("cuda", "cpu"))(a, b)  # @main takes a platform index first
+    sess = byteir_core.load(byteir_core.compile(exp, target="cpu"))
+    assert input_names(sess) == ["a", "b"]
+    assert_tree_close(sess(a, b), jax.jit(f)(a, b))
+
+
+def test_a_shape_polymorphic_export_at_static_shapes(tmp_path):
+    def f(a, b):
+        return jnp.sin(a) * b
+
+    (n,) = export.symbolic_shape("n")
+    spec = jax.ShapeDtypeStruct((n, 6), np.float32)
+    exp = export.export(jax.jit(f))(spec, spec)
+    a, b = make(11)[1], make(12)[1]  # [5, 6]
+    sess = byteir_core.load(byteir_core.compile(exp, target="cpu", input_shapes=[[5, 6], [5, 6]]))
+    assert_tree_close(sess(a, b), jax.jit(f)(a, b))
+    # jax's shape assertion (n >= 1) is checked against the given shapes, with jax's own message
+    with pytest.raises(FrontendError, match=r"break the export's shape constraints.*'n' = 0"):
+        byteir_core.compile(exp, target="cpu", input_shapes=[[0, 6], [0, 6]])
+    # through the CLI: --input-shape
+    path = tmp_path / "poly.jaxexport"
+    path.write_bytes(exp.serialize())
+    out = tmp_path / "poly.byre"
+    r = subprocess.run([BYTEIR, "compile", str(path), "-o", str(out), "--input-shape", "5x6,5x6"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert_tree_close(byteir_core.load(str(out))(a, b), jax.jit(f)(a, b))
