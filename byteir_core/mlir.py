@@ -8,13 +8,57 @@ wheels) cannot meet.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import io
+import os
+import pkgutil
 import re
+import sys
 import threading
 from contextlib import contextmanager
 
-from torch_mlir import ir, passmanager  # noqa: F401  (re-exported for plugins)
-from torch_mlir._mlir_libs import _stablehlo as stablehlo_api
+
+def _import_deep(names) -> None:
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
+    try:
+        for name in names:
+            importlib.import_module(name)
+    finally:
+        sys.setdlopenflags(flags)
+
+
+def guard_against_global_llvm() -> None:
+    """When TensorFlow is loaded (its LLVM in the global symbol scope), load Triton's native library now, bound
+    to its own symbols, before the CUDA backend or torch's Inductor import it and LLVM ends the process
+    ("Option 'bitcode-mdindex-threshold' registered more than once"). Cheap when there is nothing to do; the TF
+    frontend calls it, and so does this module's import."""
+    if "tensorflow" not in sys.modules or "triton._C.libtriton" in sys.modules:
+        return
+    if importlib.util.find_spec("triton") is not None:
+        _import_deep(["triton._C.libtriton"])
+
+
+def _load_bindings() -> None:
+    """Import every native module of torch-mlir's bindings now, each bound to its own LLVM/MLIR symbols.
+
+    TensorFlow loads its own LLVM with ``RTLD_GLOBAL``. A library loaded after it that looks symbols up in the
+    global scope first registers LLVM's command-line options a second time, and LLVM ends the process
+    ("Option 'print-inst-addrs' registered more than once"): ``import tensorflow`` before byteir did that.
+    ``RTLD_DEEPBIND`` makes each torch-mlir library prefer its own symbols; all of them are loaded here (about
+    10 ms), so no lazy import later runs without the flag."""
+    spec = importlib.util.find_spec("torch_mlir._mlir_libs")
+    names = [f"torch_mlir._mlir_libs.{m.name}" for m in pkgutil.iter_modules(spec.submodule_search_locations)
+             if m.name.startswith("_") and not m.ispkg and not m.name.startswith("_site_initialize")]
+    _import_deep([*names, "torch_mlir.ir", "torch_mlir.passmanager"])
+    guard_against_global_llvm()
+
+
+_load_bindings()
+
+from torch_mlir import ir, passmanager  # noqa: E402,F401  (re-exported for plugins)
+from torch_mlir._mlir_libs import _stablehlo as stablehlo_api  # noqa: E402
 
 __all__ = [
     "ir",

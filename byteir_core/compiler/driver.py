@@ -193,6 +193,9 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
             input_shapes: Sequence[Sequence[int]] | dict | None = None, options: dict | None = None,
             progress: bool | Callable[[str], None] | None = None) -> Artifact:
     """Compile ``model`` into a ByRE artifact: the public :func:`byteir_core.compile` documents every argument."""
+    from ..mlir import guard_against_global_llvm
+
+    guard_against_global_llvm()  # TensorFlow imported since byteir was: before a backend loads Triton
     registry = get_registry()
     options = dict(options or {})
     check_target(target, registry)
