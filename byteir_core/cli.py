@@ -13,7 +13,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from .errors import ByteirError, ByteirTargetWarning
+from .errors import ByteirError, ByteirTargetWarning, OptionError
 
 EXIT_ERROR = 1
 
@@ -76,7 +76,8 @@ def cmd_compile(args) -> int:
             art = byteir_core.compile(
                 args.model, target=args.target, frontend=args.frontend, output=out, dump_dir=args.dump_dir,
                 pass_groups=args.pass_groups.split(",") if args.pass_groups else None,
-                input_shapes=_shapes(args.input_shape), progress=lambda s: status.update(f"compiling: {s}"))
+                input_shapes=_shapes(args.input_shape), options=_options(args.option),
+                progress=lambda s: status.update(f"compiling: {s}"))
         except OSError as e:  # the model is read by the frontend (a FrontendError): this is a file written
             if args.dump_dir and _touches(e, Path(args.dump_dir)):
                 raise _write_error("--dump-dir", args.dump_dir, e) from None
@@ -95,6 +96,21 @@ def cmd_compile(args) -> int:
     if args.verbose:
         _print_report(console, art.report)
     return 0
+
+
+def _options(pairs) -> dict:
+    """``--option key=value`` (repeatable) as frontend options; a value that reads as JSON (a number, a list,
+    true/false) is taken as that, anything else as a string."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OptionError(f"--option {pair!r}: expected KEY=VALUE, e.g. --option signature=serving_default")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _write_error(option: str, path, e: OSError) -> ByteirError:
@@ -471,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--pass-groups", metavar="A,B", help=groups)
     c.add_argument("--input-shape", metavar="SHAPES", help=shapes)
     c.add_argument("--dump-dir", metavar="DIR", help="write the IR after every stage to DIR (made if missing)")
+    c.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a frontend option (repeatable), e.g. signature=serving_default for a SavedModel; "
+                   "`byteir list-plugins` and an unknown key's error list each frontend's options")
     c.add_argument("--cpu", help="CPU the native kernels are compiled for (target cpu): an LLVM CPU name such as "
                    "x86-64-v3 (AVX2), x86-64-v4 (AVX-512), znver4, skylake-avx512, or native; default: this "
                    "machine's (env BYTEIR_CPU)")
