@@ -77,6 +77,10 @@ class Kernel:
 
     ``format`` says what ``data`` is: ``stablehlo-portable`` (a versioned StableHLO artifact),
     ``elf-shared-object``, ``ptx``, ``cubin``, or a vendor's own name. ``entry`` is the symbol to call.
+
+    ``data`` may also be a :class:`concurrent.futures.Future` of those bytes: a backend that builds its code
+    on a pool of threads returns at once, and the driver waits for every kernel (raising what a build raised,
+    with the cluster named) before it writes the artifact. So a model's kernels build in parallel.
     """
 
     format: str

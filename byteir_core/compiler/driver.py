@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -9,6 +10,7 @@ import os
 import time
 import warnings
 from collections import Counter
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -426,6 +428,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
 
     cluster_report = []
     compiled_once: dict = {}
+    building: dict = {}  # kernel name -> (cluster name, ops, start) for kernels still building on a pool
     for ci, (backend_name, ops) in enumerate(clusters):
         op_set = set(ops)
         inputs: list = []
@@ -484,6 +487,8 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         if compiled.kernel is not None and not memo:
             kernel_name = f"k{len(bm.kernels)}_{backend_name}"
             bm.kernels[kernel_name] = KernelEntry(kernel_name, backend_name, compiled.kernel)
+            if isinstance(compiled.kernel.data, Future):
+                building[kernel_name] = (name, ops, t0)
         if not memo:
             compiled_once[memo_key] = (compiled, kernel_name)
         device = backend.device
@@ -501,6 +506,8 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
                                "ops": [o.name for o in ops], "kernel": kernel_name,
                                "compile_s": round(time.perf_counter() - t0, 4),
                                **({"same_as_earlier_cluster": True} if memo else {})})
+
+    _wait_for_kernels(bm, building, stages)
 
     # Results not written in place by their producer (arguments, weights, views, duplicates) are copied.
     for j, v in enumerate(results):
@@ -528,6 +535,27 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
         **_device_report(bm),
     }
     return bm, report
+
+
+def _wait_for_kernels(bm: ByreModule, building: dict, stages: _Stages) -> None:
+    """Kernels a backend builds in the background (``Kernel.data`` a Future): wait, and put their bytes in."""
+    t0 = time.perf_counter()
+    for kname, (cname, ops, _) in building.items():
+        entry = bm.kernels[kname]
+        try:
+            data = entry.kernel.data.result()
+        except Exception as e:  # noqa: BLE001
+            for other in building:  # do not leave builds running for an artifact that will not be written
+                bm.kernels[other].kernel.data.cancel()
+            locs = ", ".join(sorted({location_of(o) for o in ops})[:3])
+            raise TargetError(f"backend {entry.backend!r} failed to compile cluster {cname} ({len(ops)} ops: "
+                              f"{', '.join(sorted({o.name for o in ops}))}; at {locs}): {type(e).__name__}: {e}") \
+                from e
+        entry.kernel = dataclasses.replace(entry.kernel, data=data)
+    if building:
+        backend = bm.kernels[next(iter(building))].backend
+        key = f"codegen:{backend}"
+        stages.times[key] = round(stages.times.get(key, 0.0) + time.perf_counter() - t0, 6)
 
 
 def set_io_names(module, in_names: Sequence[str | None], out_names: Sequence[str | None]) -> None:

@@ -19,7 +19,7 @@ from byteir_core.interfaces import Backend, Cluster, CompiledCluster, Kernel
 from byteir_core.mlir import ir
 
 from .blas import CpuGemmBackend, CpuGemmProvider
-from .codegen import ENTRY, compile_to_shared_object
+from .codegen import ENTRY, start_shared_object
 from .hostops import CpuHostOpsBackend, CpuHostOpsProvider, scatter_plan
 from .prepare import prepare_cluster
 from .provider import CALLEE, FORMAT, CpuProvider
@@ -106,7 +106,8 @@ class CpuBackend(Backend):
         return True
 
     def compile(self, cluster: Cluster) -> CompiledCluster:
-        so, openmp, isa = compile_to_shared_object(prepare_cluster(cluster))
+        # the shared object builds on the pool while the driver goes on to the next cluster
+        so, openmp, isa = start_shared_object(prepare_cluster(cluster))
         return CompiledCluster(CALLEE, Kernel(FORMAT, so, ENTRY), {"openmp": int(openmp), "isa": ",".join(isa)})
 
 

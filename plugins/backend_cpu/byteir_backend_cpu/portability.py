@@ -214,12 +214,13 @@ define weak hidden float @__extendhfsf2(half %x) {
 """
 
 
-def link_helpers(mod) -> None:
+def link_helpers(mod, context=None) -> None:
     """Add :data:`HELPERS_IR` to an optimized llvmlite module, right before instruction selection creates
-    the calls to them (added earlier, the optimizer would drop them as unused)."""
+    the calls to them (added earlier, the optimizer would drop them as unused). ``context``: the LLVM context
+    ``mod`` lives in (None: llvmlite's global one)."""
     import llvmlite.binding as llvm
 
-    helpers = llvm.parse_assembly(HELPERS_IR)
+    helpers = llvm.parse_assembly(HELPERS_IR, context=context)
     helpers.triple, helpers.data_layout = mod.triple, mod.data_layout
     mod.link_in(helpers)
 

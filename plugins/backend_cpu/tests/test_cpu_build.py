@@ -1,0 +1,75 @@
+"""How kernels are built: on a pool of threads while the driver goes on (a failure there still names its
+cluster), and contractions generated code runs (a matrix product inside a while loop) in a vectorizable order."""
+
+import numpy as np
+import pytest
+
+import byteir_core
+from byteir_backend_cpu import codegen
+from byteir_core.errors import TargetError
+
+TWO_KERNELS = """func.func @main(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+  %a = stablehlo.tanh %x : tensor<4x8xf32>
+  %s = "stablehlo.sort"(%a) ({
+  ^bb0(%p: tensor<f32>, %q: tensor<f32>):
+    %lt = stablehlo.compare LT, %p, %q : (tensor<f32>, tensor<f32>) -> tensor<i1>
+    stablehlo.return %lt : tensor<i1>
+  }) {dimension = 1 : i64} : (tensor<4x8xf32>) -> tensor<4x8xf32>
+  %e = stablehlo.exponential %s : tensor<4x8xf32>
+  return %e : tensor<4x8xf32>
+}"""
+
+
+def test_a_kernel_build_that_fails_on_the_pool_names_its_cluster(monkeypatch):
+    def fail(text, name, omp):
+        raise TargetError(f"cpu codegen failed in LLVM: simulated for {name}")
+
+    monkeypatch.setattr(codegen, "_build", fail)
+    with pytest.raises(TargetError, match=r"backend 'cpu' failed to compile cluster cpu_c0 \(1 ops: stablehlo.tanh; "
+                                          r"at .*simulated for cpu_c0"):
+        byteir_core.compile(TWO_KERNELS, target="cpu")
+
+
+def test_kernels_built_on_the_pool_run():
+    art = byteir_core.compile(TWO_KERNELS, target="cpu")
+    assert [s.callee for s in art.module.steps].count("cpu.native") == 2
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    np.testing.assert_allclose(byteir_core.load(art)(x), np.exp(np.sort(np.tanh(x), axis=1)), rtol=1e-6)
+
+
+LOOP_DOT = """func.func @main(%h0: tensor<1x8x64xf32>, %w: tensor<64x64xf32>, %v: tensor<64x64xf32>) -> tensor<1x8x64xf32> {
+  %c0 = stablehlo.constant dense<0> : tensor<i32>
+  %c1 = stablehlo.constant dense<1> : tensor<i32>
+  %n = stablehlo.constant dense<5> : tensor<i32>
+  %r:2 = stablehlo.while(%i = %c0, %h = %h0) : tensor<i32>, tensor<1x8x64xf32>
+   cond { %p = stablehlo.compare LT, %i, %n : (tensor<i32>, tensor<i32>) -> tensor<i1>
+          stablehlo.return %p : tensor<i1> }
+   do { %d = stablehlo.dot_general %h, %w, contracting_dims = [2] x [0] : (tensor<1x8x64xf32>, tensor<64x64xf32>) -> tensor<1x8x64xf32>
+        %e = stablehlo.dot_general %h, %v, contracting_dims = [2] x [1] : (tensor<1x8x64xf32>, tensor<64x64xf32>) -> tensor<1x8x64xf32>
+        %s = stablehlo.add %d, %e : tensor<1x8x64xf32>
+        %t = stablehlo.tanh %s : tensor<1x8x64xf32>
+        %i2 = stablehlo.add %i, %c1 : tensor<i32>
+        stablehlo.return %i2, %t : tensor<i32>, tensor<1x8x64xf32> }
+  return %r#1 : tensor<1x8x64xf32>
+}"""
+
+
+def test_contractions_in_a_loop_swap_only_when_a_row_of_b_streams(monkeypatch):
+    """``h @ w`` (w read along its rows) gets the reduction loop moved out of the innermost place; ``h @ v.T``
+    (both read along the reduction) keeps it innermost; the results match the interpreter."""
+    swapped = []
+    original = codegen._contraction_loops
+
+    def spy(op):
+        n = original(op)
+        swapped.append(n)
+        return n
+
+    monkeypatch.setattr(codegen, "_contraction_loops", spy)
+    art = byteir_core.compile(LOOP_DOT, target="cpu")
+    assert art.report["ops_per_backend"].get("cpu", {}).get("stablehlo.while") == 1
+    assert swapped.count(4) == 1, swapped  # h @ w only: h @ v.T stays as it was
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal(s).astype(np.float32) * 0.2 for s in ((1, 8, 64), (64, 64), (64, 64))]
+    expect = byteir_core.load(byteir_core.compile(LOOP_DOT, target="reference"))(*args)
+    np.testing.assert_allclose(byteir_core.load(art)(*args), expect, rtol=1e-5, atol=1e-5)
