@@ -4,6 +4,8 @@
 A convolution with constant weights absorbs the per-channel scale and shift that follow it (inference
 BatchNorm): one bias add is left.
 ``x ** c`` with a splat constant ``c`` in {1, 2, 3, 0.5, -0.5} becomes multiplies, ``sqrt`` or ``rsqrt``: RMSNorm's ``x.pow(2)`` otherwise calls ``powf`` for every element.
+A zero ``pad`` of a convolution's input spatial dimensions (Keras' ``ZeroPadding2D`` before a strided
+convolution) becomes the convolution's own padding.
 A ``reduce`` over a dimension of size 0 becomes its init value, broadcast; a ``slice`` with no elements becomes an
 empty constant.
 """
@@ -216,6 +218,38 @@ def _fold_channel_affine_into_conv(op) -> bool:
     return True
 
 
+def _fold_pad_into_conv(op) -> bool:
+    """``convolution(pad(x, 0, low, high), w)`` -> ``convolution(x, w)`` with ``low``/``high`` added to its
+    padding, when the pad has no interior padding, pads only the input's spatial dimensions by amounts >= 0,
+    and the convolution does not dilate its input (a dilated input's padding is counted after dilation)."""
+    x = op.operands[0]
+    pad = _owner(x)
+    if pad is None or pad.name != "stablehlo.pad" or _splat_value(pad.operands[1]) != 0.0:
+        return False
+    low = [int(v) for v in ir.DenseI64ArrayAttr(pad.attributes["edge_padding_low"])]
+    high = [int(v) for v in ir.DenseI64ArrayAttr(pad.attributes["edge_padding_high"])]
+    interior = [int(v) for v in ir.DenseI64ArrayAttr(pad.attributes["interior_padding"])]
+    from ..mlir import stablehlo_api
+
+    dn = stablehlo_api.ConvDimensionNumbers(op.attributes["dimension_numbers"])
+    spatial = list(dn.input_spatial_dimensions)
+    if any(interior) or min(low + high) < 0 or any(low[d] or high[d] for d in range(len(low)) if d not in spatial):
+        return False
+    if "lhs_dilation" in op.attributes and any(int(v) != 1 for v in ir.DenseI64ArrayAttr(op.attributes["lhs_dilation"])):
+        return False
+    n = len(spatial)
+    old = (np.asarray(ir.DenseElementsAttr(op.attributes["padding"])).reshape(n, 2).astype(np.int64)
+           if "padding" in op.attributes else np.zeros((n, 2), np.int64))
+    new = old + np.array([[low[d], high[d]] for d in spatial], np.int64)
+    with op.context, op.location:
+        t = ir.RankedTensorType.get([n, 2], ir.IntegerType.get_signless(64))
+        op.attributes["padding"] = ir.DenseElementsAttr.get(np.ascontiguousarray(new), type=t)
+    op.operands[0] = pad.operands[0]
+    if not list(pad.results[0].uses):
+        pad.erase()
+    return False  # the convolution itself stays
+
+
 def _fold_empty_reduce(op) -> bool:
     """A ``reduce`` of an input with no elements combines none: each result is its init value, broadcast.
     (ONNX's ``Reduce*`` of an empty set; the CPU code generator cannot bufferize a loop over nothing.)"""
@@ -253,7 +287,8 @@ def _fold_empty_slice(op) -> bool:
 
 
 RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot,
-         "stablehlo.reduce": _fold_empty_reduce, "stablehlo.slice": _fold_empty_slice}
+         "stablehlo.reduce": _fold_empty_reduce, "stablehlo.slice": _fold_empty_slice,
+         "stablehlo.convolution": _fold_pad_into_conv}
 
 
 def _apply(module, rules, erases_later_ops: bool = False) -> None:
@@ -288,7 +323,8 @@ _REMATERIALIZE = frozenset({"stablehlo.broadcast_in_dim", "stablehlo.iota"})
 
 
 def rematerialize_broadcasts(module) -> None:
-    """Identity broadcasts disappear; a broadcast (or iota) with several users gets one copy per user."""
+    """Identity broadcasts disappear; a broadcast (or iota) with several users gets one copy per user, placed
+    right before it, and one with a single user moves right before that user."""
     for fn in module.body.operations:
         if fn.operation.name != "func.func" or not fn.regions[0].blocks:
             continue
@@ -304,7 +340,10 @@ def rematerialize_broadcasts(module) -> None:
                     op.erase()
                     continue
             uses = [(getattr(u.owner, "operation", u.owner), u.operand_number) for u in result.uses]
-            if len(uses) < 2:
+            if len(uses) == 1:  # moved next to its one user, so both land in the same cluster
+                owner = uses[0][0]
+                if owner.name != "func.return" and owner.block == op.block:
+                    op.move_before(owner)
                 continue
             for owner, idx in uses:
                 if owner.name == "func.return":

@@ -98,7 +98,7 @@ def _i64s(op, name, default):
 
 
 ANCHORS = frozenset({"stablehlo.dot_general", "stablehlo.convolution", "stablehlo.reduce_window"})
-EPILOGUE_OPS = frozenset({"stablehlo.add", "stablehlo.maximum", "stablehlo.broadcast_in_dim"})
+EPILOGUE_OPS = frozenset({"stablehlo.add", "stablehlo.maximum", "stablehlo.clamp", "stablehlo.broadcast_in_dim"})
 
 
 def _producer(v):
@@ -148,13 +148,15 @@ def _chain_conv(v):
         t = ir.RankedTensorType(v.type)
         return o if (_static(t) and str(t.element_type) == "f32" and _conv_supported(o)
                      and all(_static(x.type) for x in o.operands)) else None
-    if o.name in ("stablehlo.add", "stablehlo.maximum") and _epilogue_ok(o):
+    if o.name in ("stablehlo.add", "stablehlo.maximum", "stablehlo.clamp") and _epilogue_ok(o):
         return _chain_conv(_chain_input(o))
     return None
 
 
 def _chain_input(op):
     """The operand of an epilogue add/maximum that continues the chain (the other is bias/residual/zero)."""
+    if op.name == "stablehlo.clamp":
+        return op.operands[1]
     a, b = op.operands
     pa, pb = _producer(a), _producer(b)
     if op.name == "stablehlo.maximum":
@@ -174,6 +176,45 @@ def _chain_input(op):
     return b
 
 
+def _scalar_constant(v):
+    """The value of a splat constant ``v`` is, or a rank-0 one broadcast into ``v``; else None."""
+    o = _producer(v)
+    if o is not None and o.name == "stablehlo.broadcast_in_dim":
+        src = _producer(o.operands[0])
+        if src is None or ir.RankedTensorType(o.operands[0].type).rank != 0:
+            return None
+        o = src
+    if o is None or o.name != "stablehlo.constant":
+        return None
+    a = o.attributes["value"]
+    if not isinstance(a, ir.DenseElementsAttr) or not a.is_splat:
+        return None
+    return float(np.asarray(a).reshape(-1)[0])
+
+
+def _clamp_bounds_ok(op) -> bool:
+    """``clamp(lo, x, hi)`` (ReLU6 and friends): constant bounds, each a constant or a broadcast of a scalar
+    one used by this clamp only, placed between ``x``'s producer and the clamp (what the partitioner needs to
+    keep them in the convolution's cluster)."""
+    lo, x, hi = op.operands
+    if _scalar_constant(lo) is None or _scalar_constant(hi) is None or _scalar_constant(lo) > _scalar_constant(hi):
+        return False
+    px = _producer(x)
+    between = []
+    for v in (lo, hi):
+        b = _producer(v)
+        if b.name == "stablehlo.broadcast_in_dim":
+            if len(_users(v)) != 1 or any(_same(b, o) for o in between):
+                return False
+            between.append(b)
+    prev = _previous(op)
+    for _ in between:  # the bounds' broadcasts come right before the clamp, in either order
+        if not any(_same(prev, b) for b in between):
+            return False
+        prev = _previous(prev)
+    return _same(prev, px)
+
+
 def _bias_vector(bcast):
     """``bcast`` is a broadcast of a rank-1 cluster-local constant along one dim: that dim, else None."""
     src = _producer(bcast.operands[0])
@@ -188,6 +229,8 @@ def _epilogue_ok(op) -> bool:
     broadcast, ``+ bias`` (per output channel), ``+ residual`` (a whole tensor), ``max(x, 0)``."""
     if op.name == "stablehlo.broadcast_in_dim":
         users = _users(op.results[0])
+        if len(users) == 1 and users[0].name == "stablehlo.clamp" and op.results[0] != users[0].operands[1]:
+            return _epilogue_ok(users[0])  # a bound of a clamp the convolution takes
         if len(users) != 1 or users[0].name != "stablehlo.add" or _bias_vector(op) is None:
             return False
         add = users[0]
@@ -200,6 +243,10 @@ def _epilogue_ok(op) -> bool:
     if not all(_static(v.type) and str(ir.RankedTensorType(v.type).element_type) == "f32"
                for v in list(op.operands) + list(op.results)):
         return False
+    if op.name == "stablehlo.clamp":
+        x = op.operands[1]
+        return (x.type == op.results[0].type and _chain_conv(x) is not None and len(_users(x)) == 1
+                and _clamp_bounds_ok(op))
     if op.operands[0].type != op.results[0].type or op.operands[1].type != op.results[0].type:
         return False
     x = _chain_input(op)
@@ -220,7 +267,7 @@ def _epilogue_ok(op) -> bool:
 def _epilogue_steps(conv, ops, args) -> str:
     """The cluster's ops after ``conv`` as ';'-separated steps: ``bias@<input>`` (a per-channel vector the
     runtime passes, a weight) or ``bias=<v0>,<v1>,...`` (its values), ``add:<input>`` (a whole tensor),
-    ``relu``."""
+    ``relu``, ``clip=<lo>,<hi>``."""
     steps = []
     cur = conv.results[0]
     for o in ops:
@@ -228,6 +275,10 @@ def _epilogue_steps(conv, ops, args) -> str:
             continue
         if cur not in list(o.operands):
             raise ValueError(f"cpu_blas: {o.name} does not continue the convolution's epilogue")
+        if o.name == "stablehlo.clamp":
+            steps.append(f"clip={_scalar_constant(o.operands[0])!r},{_scalar_constant(o.operands[2])!r}")
+            cur = o.results[0]
+            continue
         other = o.operands[1] if o.operands[0] == cur else o.operands[0]
         if o.name == "stablehlo.maximum":
             steps.append("relu")
@@ -475,6 +526,9 @@ class CpuGemmProvider(Provider):
                     out += vector(i, inputs).reshape(shape)
                 elif s.startswith("add:"):
                     out += inputs[int(s[4:])]
+                elif s.startswith("clip="):
+                    lo, hi = (float(v) for v in s[5:].split(","))
+                    np.clip(out, lo, hi, out=out)
                 else:
                     np.maximum(out, 0, out=out)
 
@@ -507,10 +561,11 @@ def _load_pool(callee, attrs):
 
 
 def _fusable(steps: list[str]) -> bool:
-    """oneDNN takes an epilogue of the form [bias] [+ tensor] [relu] as bias argument and post-ops."""
-    kinds = ["bias" if s.startswith("bias") else "add" if s.startswith("add:") else s for s in steps]
-    order = {"bias": 0, "add": 1, "relu": 2}
-    return len(set(kinds)) == len(kinds) and kinds == sorted(kinds, key=order.__getitem__)
+    """oneDNN takes an epilogue of the form [bias] [+ tensor] [relu | clip] as bias argument and post-ops."""
+    kinds = ["bias" if s.startswith("bias") else "add" if s.startswith("add:") else s.split("=")[0] for s in steps]
+    order = {"bias": 0, "add": 1, "relu": 2, "clip": 2}
+    return (len(set(kinds)) == len(kinds) and kinds == sorted(kinds, key=order.__getitem__)
+            and not {"relu", "clip"} <= set(kinds))
 
 
 def _use_dnnl() -> bool:

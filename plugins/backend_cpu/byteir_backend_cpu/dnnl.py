@@ -255,9 +255,11 @@ class Conv(_Planned):
             for p in self.post_ops:
                 if p == "sum":
                     L.check(L.lib.dnnl_post_ops_append_sum(po, ctypes.c_float(1.0), ctypes.c_int32(0), 0), "sum")
-                else:
-                    L.check(L.lib.dnnl_post_ops_append_eltwise(po, ELTWISE[p], ctypes.c_float(0.0),
-                                                               ctypes.c_float(0.0)), p)
+                else:  # "relu", or "clip=<lo>,<hi>" (max(lo, min(hi, x)))
+                    kind, _, bounds = p.partition("=")
+                    alpha, beta = (float(v) for v in bounds.split(",")) if bounds else (0.0, 0.0)
+                    L.check(L.lib.dnnl_post_ops_append_eltwise(po, ELTWISE[kind], ctypes.c_float(alpha),
+                                                               ctypes.c_float(beta)), p)
             L.check(L.lib.dnnl_primitive_attr_set_post_ops(attr, po), "post-ops")
         L.check(L.lib.dnnl_convolution_forward_primitive_desc_create(
             ctypes.byref(pd), L.engine, FORWARD_INFERENCE, CONV_DIRECT,

@@ -267,3 +267,47 @@ def test_a_constant_residual_stays_out_of_the_library_call():
     (got,) = byteir_core.load(art).run(x, w)
     want = ref_conv(x, w, (1, 1), (1, 1, 1, 1), (1, 1), 1) + c
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def relu6_program(c, bias, pad_next):
+    """conv -> + bias -> clamp(0, 6) (ReLU6, its bounds broadcast scalars) -> zero pad -> strided depthwise conv:
+    MobileNetV2's block as Keras writes it (a ZeroPadding2D before the stride-2 convolution)."""
+    t = f"tensor<1x8x8x{c}xf32>"
+    dn = "dim_numbers = [b, 0, 1, f]x[0, 1, i, o]->[b, 0, 1, f]"
+    return f"""func.func @main(%x: {t}, %w: tensor<1x1x{c}x{c}xf32>, %dw: tensor<3x3x1x{c}xf32>) -> tensor<1x4x4x{c}xf32> {{
+  %c = stablehlo.convolution(%x, %w) {dn}, window = {{pad = [[0, 0], [0, 0]]}} {{batch_group_count = 1 : i64, feature_group_count = 1 : i64}} : ({t}, tensor<1x1x{c}x{c}xf32>) -> {t}
+  %bc = stablehlo.constant {_vec(bias)}
+  %bb = stablehlo.broadcast_in_dim %bc, dims = [3] : (tensor<{c}xf32>) -> {t}
+  %y = stablehlo.add %c, %bb : {t}
+  %zero = stablehlo.constant dense<0.0> : tensor<f32>
+  %six = stablehlo.constant dense<6.0> : tensor<f32>
+  %lo = stablehlo.broadcast_in_dim %zero, dims = [] : (tensor<f32>) -> {t}
+  %hi = stablehlo.broadcast_in_dim %six, dims = [] : (tensor<f32>) -> {t}
+  %r = stablehlo.clamp %lo, %y, %hi : {t}
+  %p = stablehlo.pad %r, %zero, low = [0, {pad_next[0]}, {pad_next[0]}, 0], high = [0, {pad_next[1]}, {pad_next[1]}, 0], interior = [0, 0, 0, 0] : ({t}, tensor<f32>) -> tensor<1x{8 + sum(pad_next)}x{8 + sum(pad_next)}x{c}xf32>
+  %d = stablehlo.convolution(%p, %dw) {dn}, window = {{stride = [2, 2], pad = [[0, 0], [0, 0]]}} {{batch_group_count = 1 : i64, feature_group_count = {c} : i64}} : (tensor<1x{8 + sum(pad_next)}x{8 + sum(pad_next)}x{c}xf32>, tensor<3x3x1x{c}xf32>) -> tensor<1x4x4x{c}xf32>
+  return %d : tensor<1x4x4x{c}xf32>
+}}"""
+
+
+@pytest.mark.parametrize("use_dnnl", ["1", "0"])
+def test_relu6_is_fused_into_the_convolution_and_a_zero_pad_into_the_next(use_dnnl, monkeypatch):
+    monkeypatch.setenv("BYTEIR_CPU_DNNL", use_dnnl)
+    dnnl.available.cache_clear()
+    try:
+        c = 8
+        bias = rng.standard_normal(c).astype(np.float32) * 3
+        text = relu6_program(c, bias, (0, 1))
+        art = byteir_core.compile(text, target="cpu")
+        # both convolutions are library calls; no generated kernel is left (no clamp, no pad)
+        assert [s.callee for s in art.module.steps] == ["cpu.conv", "cpu.conv"], art.report["clusters"]
+        assert art.module.steps[0].attrs["epilogue"].split(";")[1] == "clip=0.0,6.0"
+        x = rng.standard_normal((1, 8, 8, c)).astype(np.float32) * 3
+        w = rng.standard_normal((1, 1, c, c)).astype(np.float32)
+        dw = rng.standard_normal((3, 3, 1, c)).astype(np.float32)
+        # the interpreter on the program as written (no simplification: the pad and the clamp run as they are)
+        expect = byteir_core.load(byteir_core.compile(text, target="reference", pass_groups=["legalize"]))(x, w, dw)
+        got = byteir_core.load(art.to_bytes())(x, w, dw)
+        np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4)
+    finally:
+        dnnl.available.cache_clear()
