@@ -1,4 +1,4 @@
-"""The README's snippets run as written (Python blocks in order, then the shell block)."""
+"""The project README's JAX snippets run as written (Python blocks in order, then the shell block)."""
 
 import os
 import re
@@ -6,11 +6,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def jax_section() -> str:
+    """The project README's JAX section (from its heading to the next one of the same level)."""
+    text = README.read_text()
+    start = text.index("\n## JAX\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end >= 0 else None]
 
 
 def test_readme_snippets_run(tmp_path):
-    text = README.read_text()
+    text = jax_section()
     python = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
     shell = "\n".join(re.findall(r"```sh\n(.*?)```", text, re.S))
     assert "byteir_core.compile" in python and "byteir compile" in shell

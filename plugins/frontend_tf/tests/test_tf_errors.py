@@ -97,3 +97,22 @@ def test_tensorflow_imported_before_byteir_then_torch_and_triton(tmp_path):
     """)
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "all three in one process" in r.stdout, r.stderr[-3000:]
+
+
+def test_listed_as_a_plugin_without_importing_tensorflow():
+    script = textwrap.dedent("""
+        import json, subprocess, sys
+        import byteir_frontend_tf.plugin
+        assert "tensorflow" not in sys.modules, "the plugin module imported TensorFlow"
+        from byteir_core.plugins import get_registry
+        registry = get_registry()
+        assert "tf" in registry.frontends, sorted(registry.frontends)
+        assert "tensorflow" not in sys.modules, "discovering the plugin imported TensorFlow"
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+    r = subprocess.run([sys.executable, "-m", "byteir_core.cli", "list-plugins", "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert '"tf"' in r.stdout and "byteir-frontend-tf" in r.stdout
