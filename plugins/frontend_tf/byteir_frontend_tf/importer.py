@@ -200,7 +200,8 @@ def to_stablehlo(model, example_inputs: Sequence | None, options: dict, context)
 
     from byteir_core.compiler.importing import freeze_arguments, read_portable_artifact
 
-    module = read_portable_artifact(context, blob, what, f"TensorFlow {tf.__version__}")
+    module = read_portable_artifact(context, blob, what, f"TensorFlow {tf.__version__} (StableHLO "
+                                                         f"{_stablehlo_version()})")
     from byteir_core.compiler.driver import entry_function
 
     n_args = len(entry_function(module).regions[0].blocks[0].arguments)
@@ -213,6 +214,16 @@ def to_stablehlo(model, example_inputs: Sequence | None, options: dict, context)
     tree, out_names = structure_of(outputs, tf)
     finish_module(module, what, list(names or []), out_names, tree)
     return module
+
+
+def _stablehlo_version() -> str:
+    """The StableHLO version TensorFlow's bridge writes (1.13.7 for TensorFlow 2.21)."""
+    try:
+        from tensorflow.compiler.mlir.stablehlo import stablehlo
+
+        return stablehlo.get_current_version()
+    except (ImportError, AttributeError):
+        return "unknown"
 
 
 def _read_captured(tf, captured, what: str) -> list[np.ndarray]:

@@ -116,3 +116,22 @@ def test_listed_as_a_plugin_without_importing_tensorflow():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert '"tf"' in r.stdout and "byteir-frontend-tf" in r.stdout
+
+
+def test_an_artifact_byteir_cannot_read_names_both_stablehlo_versions(monkeypatch):
+    """TensorFlow 2.21 writes StableHLO 1.13.7; were its artifact unreadable (a newer TensorFlow), the error says
+    which version TensorFlow wrote and which ones byteir reads."""
+    from byteir_core.compiler import importing
+    from byteir_core.mlir import stablehlo_api
+
+    def damaged(context, blob, where, producer):
+        return original(context, blob[:64] + b"\0" * 16, where, producer)
+
+    original = importing.read_portable_artifact
+    monkeypatch.setattr(importing, "read_portable_artifact", damaged)
+    with pytest.raises(FrontendError) as e:
+        byteir_core.compile(tf_models.mlp(), [np.ones((2, 16), np.float32)], target="cpu")
+    msg = str(e.value)
+    assert "Keras model 'mlp'" in msg and f"TensorFlow {tf.__version__} (StableHLO 1.13" in msg
+    assert f"byteir reads StableHLO {stablehlo_api.get_minimum_version()} to " \
+           f"{stablehlo_api.get_current_version()}" in msg
