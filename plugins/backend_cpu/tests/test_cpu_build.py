@@ -1,6 +1,11 @@
 """How kernels are built: on a pool of threads while the driver goes on (a failure there still names its
 cluster), and contractions generated code runs (a matrix product inside a while loop) in a vectorizable order."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -73,3 +78,22 @@ def test_contractions_in_a_loop_swap_only_when_a_row_of_b_streams(monkeypatch):
     args = [rng.standard_normal(s).astype(np.float32) * 0.2 for s in ((1, 8, 64), (64, 64), (64, 64))]
     expect = byteir_core.load(byteir_core.compile(LOOP_DOT, target="reference"))(*args)
     np.testing.assert_allclose(byteir_core.load(art)(*args), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_child_builds_kernels_on_a_pool_of_its_own():
+    """The conformance runner forks workers after the parent has compiled: an executor inherited from the
+    parent has no threads in the child, and a build queued on it would wait forever."""
+    script = textwrap.dedent(f"""
+        import os, numpy as np, byteir_core
+        text = {TWO_KERNELS!r}
+        byteir_core.compile(text, target="cpu")
+        pid = os.fork()
+        if pid == 0:
+            art = byteir_core.compile(text.replace("tanh", "sine"), target="cpu")
+            os._exit(0 if art.module.steps else 3)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "child 0", r.stderr[-2000:]
