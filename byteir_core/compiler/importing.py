@@ -9,7 +9,7 @@ read the error names the producer's version and the range we read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -102,3 +102,34 @@ def freeze_arguments(module: ir.Module, values: Mapping[int, np.ndarray]) -> Non
             ir.FunctionType.get([inputs[i] for i in keep], list(ftype.results)))
         if arg_attrs is not None:
             main.attributes["arg_attrs"] = ir.ArrayAttr.get([arg_attrs[i] for i in keep])
+
+
+def shapes_by_input(shapes, names: Sequence, where: str) -> list:
+    """``input_shapes`` as the user gave them (one per input in order, or a dict by input name) as one entry per
+    input, in order (None where the dict leaves an input out); a name that is not an input, or a list of the wrong
+    length, is a :class:`FrontendError` listing the inputs."""
+    listed = ", ".join(str(n) for n in names) or "unnamed"
+    if isinstance(shapes, Mapping):
+        unknown = [k for k in shapes if k not in names]
+        if unknown:
+            raise FrontendError(f"{where}: --input-shape names {', '.join(map(repr, unknown))}, which are not "
+                                f"inputs; the inputs: {listed}")
+        return [shapes.get(n) for n in names]
+    shapes = list(shapes)
+    if len(shapes) != len(names):
+        raise FrontendError(f"{where}: --input-shape gives {len(shapes)} shape(s), it takes {len(names)} input(s): "
+                            f"{listed} (name them: name=1x16)")
+    return shapes
+
+
+def drop_io_attributes(func, drop: Callable[[str], bool]) -> None:
+    """Remove from a ``func.func``'s argument and result attributes every entry whose name ``drop`` accepts (a
+    producer's annotations: ``jax.result_info``, ``tf_saved_model.index_path``, ...)."""
+    for key in ("arg_attrs", "res_attrs"):
+        if key not in func.attributes:
+            continue
+        kept = []
+        for d in func.attributes[key]:
+            d = ir.DictAttr(d)
+            kept.append(ir.DictAttr.get({d[j].name: d[j].attr for j in range(len(d)) if not drop(d[j].name)}))
+        func.attributes[key] = ir.ArrayAttr.get(kept)

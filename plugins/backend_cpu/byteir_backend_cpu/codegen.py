@@ -342,21 +342,29 @@ def _llvmlite():
         llvm.initialize_native_asmprinter()
         if _libmvec():
             llvm.set_option("byteir", "-vector-library=LIBMVEC")
-        llvm.set_option("byteir", f"-unroll-threshold={unroll_threshold()}")
         _llvm_ready = True
     return llvm
 
 
 #: LLVM's loop unroller at O3 (threshold 300) fully unrolls the small constant-trip loops of a fused kernel after
-#: vectorizing them: an LSTM's kernel grew from 2,500 lines of IR to 47,000 and took 2.6 s to compile.
+#: vectorizing them. That pays on straight-line kernels (BERT, 4 runs each, Zen 4: 6.55 ms at 300, 6.95 at 100)
+#: but not around a while loop's body: a Keras LSTM's kernel grew from 2,500 lines of IR to 47,000, took 3.3 s
+#: to build and ran slower (3.96 ms) than at threshold 50 (0.85 s, 2.87 ms). Kernels with control flow get
+#: :data:`LOOP_UNROLL_THRESHOLD`.
 UNROLL_THRESHOLD_ENV = "BYTEIR_CPU_UNROLL_THRESHOLD"
 DEFAULT_UNROLL_THRESHOLD = 300
+LOOP_UNROLL_THRESHOLD = 50
+_CONTROL_FLOW = ("stablehlo.while", "stablehlo.if", "stablehlo.case")
 
 
-def unroll_threshold() -> int:
-    """``BYTEIR_CPU_UNROLL_THRESHOLD`` (read once, when LLVM is set up), else :data:`DEFAULT_UNROLL_THRESHOLD`."""
+def unroll_threshold(cluster: Cluster | None = None) -> int:
+    """LLVM's unroll threshold for ``cluster``'s kernel: ``BYTEIR_CPU_UNROLL_THRESHOLD``, else
+    :data:`DEFAULT_UNROLL_THRESHOLD`; at most :data:`LOOP_UNROLL_THRESHOLD` when it holds control flow."""
     value = os.environ.get(UNROLL_THRESHOLD_ENV, "")
-    return int(value) if value.isdigit() else DEFAULT_UNROLL_THRESHOLD
+    n = int(value) if value.isdigit() else DEFAULT_UNROLL_THRESHOLD
+    if cluster is not None and any(name in _CONTROL_FLOW for name in cluster.op_names):
+        n = min(n, LOOP_UNROLL_THRESHOLD)
+    return n
 
 
 def _libmvec() -> bool:
@@ -540,7 +548,25 @@ def _asserts_to_stderr(text: str) -> str:
     return text.replace("@puts(", "@byteir_check_failed(") + _ASSERT_PRINTER
 
 
-def object_from_llvm_ir(text: str) -> tuple[bytes, tuple[str, ...]]:
+#: One kernel's LLVM work at a time (llvmlite serializes its calls anyway): the unroll threshold is a global
+#: LLVM option, set for each kernel right before its passes run.
+_llvm_lock = threading.Lock()
+_unroll_set: int | None = None
+
+
+def object_from_llvm_ir(text: str, unroll: int | None = None) -> tuple[bytes, tuple[str, ...]]:
+    """:func:`_object_from_llvm_ir` with LLVM's unroll threshold at ``unroll`` (None: :func:`unroll_threshold`)."""
+    global _unroll_set
+    llvm = _llvmlite()
+    unroll = unroll_threshold() if unroll is None else unroll
+    with _llvm_lock:
+        if unroll != _unroll_set:
+            llvm.set_option("byteir", f"-unroll-threshold={unroll}")
+            _unroll_set = unroll
+        return _object_from_llvm_ir(text)
+
+
+def _object_from_llvm_ir(text: str) -> tuple[bytes, tuple[str, ...]]:
     """(object code, ISA flags it may use) from LLVM IR in llvmlite's dialect: llvmlite's LLVM optimizes it for
     :func:`target_cpu` (O3 with loop and SLP vectorization), vector math becomes libmvec calls, the conversion
     helpers the CPU may need are added, and the object is position-independent.
@@ -622,12 +648,12 @@ def start_shared_object(cluster: Cluster) -> tuple[Future, bool, tuple[str, ...]
             raise TargetError(f"cpu codegen failed translating to LLVM IR: {e}") from None
     _llvmlite()  # initialized once, before any worker thread uses LLVM
     isa = target_cpu()[2]
-    return _build_pool().submit(_build, text, cluster.name, omp), bool(omp), isa
+    return _build_pool().submit(_build, text, cluster.name, omp, unroll_threshold(cluster)), bool(omp), isa
 
 
-def _build(text: str, name: str, omp: str | None) -> bytes:
+def _build(text: str, name: str, omp: str | None, unroll: int | None = None) -> bytes:
     try:
-        code, _ = object_from_llvm_ir(text)
+        code, _ = object_from_llvm_ir(text, unroll)
     except TargetError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -642,8 +668,8 @@ _pool_lock = threading.Lock()
 def _forget_pool_in_child() -> None:
     """A forked child has none of its parent's threads: an inherited executor would queue builds that no
     thread ever runs (the conformance runner forks its workers). The child makes its own pool when it needs one."""
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pool, _pool_lock, _llvm_lock
+    _pool, _pool_lock, _llvm_lock = None, threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

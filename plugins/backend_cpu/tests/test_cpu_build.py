@@ -26,7 +26,7 @@ TWO_KERNELS = """func.func @main(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
 
 
 def test_a_kernel_build_that_fails_on_the_pool_names_its_cluster(monkeypatch):
-    def fail(text, name, omp):
+    def fail(text, name, omp, unroll=None):
         raise TargetError(f"cpu codegen failed in LLVM: simulated for {name}")
 
     monkeypatch.setattr(codegen, "_build", fail)
@@ -57,6 +57,39 @@ LOOP_DOT = """func.func @main(%h0: tensor<1x8x64xf32>, %w: tensor<64x64xf32>, %v
         stablehlo.return %i2, %t : tensor<i32>, tensor<1x8x64xf32> }
   return %r#1 : tensor<1x8x64xf32>
 }"""
+
+
+def test_kernels_with_control_flow_unroll_less():
+    """LLVM's full unrolling of a while loop's vectorized body made an LSTM's kernel 20 times larger and slower
+    to build: such kernels get a lower threshold, straight-line ones keep O3's."""
+    from byteir_core.interfaces import Cluster
+
+    loop = Cluster("c", "cpu", None, [], [], ["stablehlo.while"])
+    flat = Cluster("c", "cpu", None, [], [], ["stablehlo.add", "stablehlo.tanh"])
+    assert codegen.unroll_threshold(loop) == codegen.LOOP_UNROLL_THRESHOLD < codegen.unroll_threshold(flat)
+    sizes = {}
+    for cl in (loop, flat):
+        from byteir_backend_cpu.prepare import prepare_cluster
+
+        prepared = prepare_cluster(_cluster_of(LOOP_DOT))
+        so = codegen._build(codegen.llvm_ir(codegen.lower_to_llvm_dialect(prepared)), "c", None,
+                            codegen.unroll_threshold(cl))
+        sizes[cl.op_names[0]] = len(so)
+    assert sizes["stablehlo.while"] < sizes["stablehlo.add"], sizes
+
+
+def _cluster_of(text):
+    """The whole of a small program as one cpu cluster, as the driver would outline it."""
+    from byteir_core.interfaces import Cluster
+    from byteir_core.mlir import ir, new_context
+    from byteir_core.dtypes import TensorSpec
+
+    module = ir.Module.parse(text, new_context())
+    main = module.body.operations[0]
+    ftype = ir.FunctionType(ir.TypeAttr(main.attributes["function_type"]).value)
+    ins = [TensorSpec.from_type(t) for t in ftype.inputs]
+    outs = [TensorSpec.from_type(t) for t in ftype.results]
+    return Cluster("c", "cpu", module, ins, outs, ["stablehlo.while"])
 
 
 def test_contractions_in_a_loop_swap_only_when_a_row_of_b_streams(monkeypatch):

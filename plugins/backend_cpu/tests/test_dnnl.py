@@ -199,32 +199,35 @@ def residual_block_program(c, bias1, bias2, bias_sc):
     return f"func.func @main(%x: {t}, %w1: {wt}, %w2: {wt}, %ws: {w1t}) -> {t} {{\n{body}\n}}"
 
 
-@pytest.mark.parametrize("use_dnnl", ["1", "0"])
-def test_bias_residual_and_relu_are_fused_into_the_convolutions(use_dnnl, monkeypatch):
-    monkeypatch.setenv("BYTEIR_CPU_DNNL", use_dnnl)
+@pytest.fixture(params=["1", "0"], ids=["onednn", "im2col"])
+def dnnl_or_not(request, monkeypatch):
+    """The cpu_blas callees with oneDNN, then without it (``BYTEIR_CPU_DNNL=0``: im2col and NumPy's BLAS)."""
+    monkeypatch.setenv("BYTEIR_CPU_DNNL", request.param)
     dnnl.available.cache_clear()
-    try:
-        c = 8
-        b1, b2, bs = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
-        art = byteir_core.compile(residual_block_program(c, b1, b2, bs), target="cpu")
-        convs = [s for s in art.module.steps if s.callee == "cpu.conv"]
-        assert len(convs) == 3
-        # nothing left for generated code but the NCHW <-> NHWC transposes at the block's input and output
-        assert [c["ops"] for c in art.report["clusters"] if c["backend"] == "cpu"] == [["stablehlo.transpose"]] * 2
-        kinds = sorted(";".join(p.split("=")[0].split(":")[0] for p in s.attrs["epilogue"].split(";")) for s in convs)
-        assert kinds == ["bias", "bias;add;relu", "bias;relu"], kinds
-        x = rng.standard_normal((1, c, 8, 8)).astype(np.float32)
-        w1, w2 = (rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.3 for _ in range(2))
-        ws = rng.standard_normal((c, c, 1, 1)).astype(np.float32)
-        sh = (1, c, 1, 1)
-        r1 = np.maximum(ref_conv(x, w1, [1, 1], [1] * 4, [1, 1], 1) + b1.reshape(sh), 0)
-        y2 = ref_conv(r1, w2, [1, 1], [1] * 4, [1, 1], 1) + b2.reshape(sh)
-        ys = ref_conv(x, ws, [1, 1], [0] * 4, [1, 1], 1) + bs.reshape(sh)
-        session = byteir_core.load(art.to_bytes())
-        for _ in range(2):
-            np.testing.assert_allclose(session(x, w1, w2, ws), np.maximum(y2 + ys, 0), rtol=1e-4, atol=1e-4)
-    finally:
-        dnnl.available.cache_clear()
+    yield request.param
+    dnnl.available.cache_clear()
+
+
+def test_bias_residual_and_relu_are_fused_into_the_convolutions(dnnl_or_not):
+    c = 8
+    b1, b2, bs = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+    art = byteir_core.compile(residual_block_program(c, b1, b2, bs), target="cpu")
+    convs = [s for s in art.module.steps if s.callee == "cpu.conv"]
+    assert len(convs) == 3
+    # nothing left for generated code but the NCHW <-> NHWC transposes at the block's input and output
+    assert [c["ops"] for c in art.report["clusters"] if c["backend"] == "cpu"] == [["stablehlo.transpose"]] * 2
+    kinds = sorted(";".join(p.split("=")[0].split(":")[0] for p in s.attrs["epilogue"].split(";")) for s in convs)
+    assert kinds == ["bias", "bias;add;relu", "bias;relu"], kinds
+    x = rng.standard_normal((1, c, 8, 8)).astype(np.float32)
+    w1, w2 = (rng.standard_normal((c, c, 3, 3)).astype(np.float32) * 0.3 for _ in range(2))
+    ws = rng.standard_normal((c, c, 1, 1)).astype(np.float32)
+    sh = (1, c, 1, 1)
+    r1 = np.maximum(ref_conv(x, w1, [1, 1], [1] * 4, [1, 1], 1) + b1.reshape(sh), 0)
+    y2 = ref_conv(r1, w2, [1, 1], [1] * 4, [1, 1], 1) + b2.reshape(sh)
+    ys = ref_conv(x, ws, [1, 1], [0] * 4, [1, 1], 1) + bs.reshape(sh)
+    session = byteir_core.load(art.to_bytes())
+    for _ in range(2):
+        np.testing.assert_allclose(session(x, w1, w2, ws), np.maximum(y2 + ys, 0), rtol=1e-4, atol=1e-4)
 
 
 def test_an_add_that_is_not_an_epilogue_stays_out_of_the_library_call():
@@ -290,24 +293,18 @@ def relu6_program(c, bias, pad_next):
 }}"""
 
 
-@pytest.mark.parametrize("use_dnnl", ["1", "0"])
-def test_relu6_is_fused_into_the_convolution_and_a_zero_pad_into_the_next(use_dnnl, monkeypatch):
-    monkeypatch.setenv("BYTEIR_CPU_DNNL", use_dnnl)
-    dnnl.available.cache_clear()
-    try:
-        c = 8
-        bias = rng.standard_normal(c).astype(np.float32) * 3
-        text = relu6_program(c, bias, (0, 1))
-        art = byteir_core.compile(text, target="cpu")
-        # both convolutions are library calls; no generated kernel is left (no clamp, no pad)
-        assert [s.callee for s in art.module.steps] == ["cpu.conv", "cpu.conv"], art.report["clusters"]
-        assert art.module.steps[0].attrs["epilogue"].split(";")[1] == "clip=0.0,6.0"
-        x = rng.standard_normal((1, 8, 8, c)).astype(np.float32) * 3
-        w = rng.standard_normal((1, 1, c, c)).astype(np.float32)
-        dw = rng.standard_normal((3, 3, 1, c)).astype(np.float32)
-        # the interpreter on the program as written (no simplification: the pad and the clamp run as they are)
-        expect = byteir_core.load(byteir_core.compile(text, target="reference", pass_groups=["legalize"]))(x, w, dw)
-        got = byteir_core.load(art.to_bytes())(x, w, dw)
-        np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4)
-    finally:
-        dnnl.available.cache_clear()
+def test_relu6_is_fused_into_the_convolution_and_a_zero_pad_into_the_next(dnnl_or_not):
+    c = 8
+    bias = rng.standard_normal(c).astype(np.float32) * 3
+    text = relu6_program(c, bias, (0, 1))
+    art = byteir_core.compile(text, target="cpu")
+    # both convolutions are library calls; no generated kernel is left (no clamp, no pad)
+    assert [s.callee for s in art.module.steps] == ["cpu.conv", "cpu.conv"], art.report["clusters"]
+    assert art.module.steps[0].attrs["epilogue"].split(";")[1] == "clip=0.0,6.0"
+    x = rng.standard_normal((1, 8, 8, c)).astype(np.float32) * 3
+    w = rng.standard_normal((1, 1, c, c)).astype(np.float32)
+    dw = rng.standard_normal((3, 3, 1, c)).astype(np.float32)
+    # the interpreter on the program as written (no simplification: the pad and the clamp run as they are)
+    expect = byteir_core.load(byteir_core.compile(text, target="reference", pass_groups=["legalize"]))(x, w, dw)
+    got = byteir_core.load(art.to_bytes())(x, w, dw)
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4)

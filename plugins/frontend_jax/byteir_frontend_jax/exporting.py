@@ -23,7 +23,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from byteir_core.compiler.driver import dynamic_arguments, entry_function, refine_arguments, set_io_names
-from byteir_core.compiler.importing import freeze_arguments, producer_string, read_portable_artifact
+from byteir_core.compiler.importing import (drop_io_attributes, freeze_arguments, producer_string,
+                                            read_portable_artifact)
 from byteir_core.errors import FrontendError
 from byteir_core.mlir import ir, run_pipeline
 
@@ -513,17 +514,7 @@ def _strip_jax_only(module, where: str) -> None:
         op.results[0].replace_all_uses_with(op.operands[0])
         op.erase()
 
+    jax_only = ("jax.result_info", "mhlo.sharding", "mhlo.layout_mode", "jax.global_constant")
     for f in module.body.operations:
-        f = f.operation
-        if f.name != "func.func":
-            continue
-        for key in ("arg_attrs", "res_attrs"):
-            if key not in f.attributes:
-                continue
-            dicts = []
-            for d in f.attributes[key]:
-                d = ir.DictAttr(d)
-                dicts.append(ir.DictAttr.get({d[i].name: d[i].attr for i in range(len(d))
-                                              if d[i].name not in ("jax.result_info", "mhlo.sharding",
-                                                                   "mhlo.layout_mode", "jax.global_constant")}))
-            f.attributes[key] = ir.ArrayAttr.get(dicts)
+        if f.operation.name == "func.func":
+            drop_io_attributes(f.operation, jax_only.__contains__)

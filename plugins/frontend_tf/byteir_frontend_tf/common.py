@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from byteir_core.compiler.importing import drop_io_attributes
 from byteir_core.errors import FrontendError
 from byteir_core.mlir import ir, location_text, walk_ops
 
@@ -68,15 +69,7 @@ def _drop_foreign_attributes(module) -> None:
             for a in [a if isinstance(a, str) else a.name for a in holder.attributes]:
                 if a.startswith(_FOREIGN_ATTR_PREFIXES):
                     del holder.attributes[a]
-        for key in ("arg_attrs", "res_attrs"):
-            if key not in main.attributes:
-                continue
-            kept = []
-            for d in main.attributes[key]:
-                d = ir.DictAttr(d)
-                kept.append(ir.DictAttr.get({d[j].name: d[j].attr for j in range(len(d))
-                                             if not d[j].name.startswith(_FOREIGN_ATTR_PREFIXES)}))
-            main.attributes[key] = ir.ArrayAttr.get(kept)
+        drop_io_attributes(main, lambda name: name.startswith(_FOREIGN_ATTR_PREFIXES))
 
 
 def structure_of(outputs, tf) -> tuple[dict | None, list]:

@@ -140,15 +140,10 @@ def _label(names, i: int) -> str:
 
 
 def _pin(tf, specs, names, shapes, what: str):
-    if isinstance(shapes, dict):
-        known = list(names or [])
-        unknown = [k for k in shapes if k not in known]
-        if unknown:
-            raise FrontendError(f"{what}: --input-shape names {', '.join(map(repr, unknown))}, which are not "
-                                f"inputs; the inputs: {', '.join(map(str, known)) or 'unnamed'}")
-        shapes = [shapes.get(n) for n in known]
-    elif len(shapes) != len(specs):
-        raise FrontendError(f"{what}: --input-shape gives {len(shapes)} shape(s), it takes {len(specs)} input(s)")
+    from byteir_core.compiler.importing import shapes_by_input
+
+    known = list(names) if names and len(names) == len(specs) else [f"input{i}" for i in range(len(specs))]
+    shapes = shapes_by_input(shapes, known, what)
     out = []
     for i, (s, shape) in enumerate(zip(specs, shapes)):
         if shape is None:

@@ -131,15 +131,9 @@ def _arguments(module):
 
 
 def _shape_string(types, names, shapes, where: str) -> str:
-    if isinstance(shapes, dict):
-        unknown = [k for k in shapes if k not in names]
-        if unknown:
-            raise FrontendError(f"{where}: --input-shape names {', '.join(map(repr, unknown))}, which are not inputs "
-                                f"of the signature; its inputs: {', '.join(str(n) for n in names)}")
-        shapes = [shapes.get(n) for n in names]
-    elif len(shapes) != len(types):
-        raise FrontendError(f"{where}: --input-shape gives {len(shapes)} shape(s), the signature takes "
-                            f"{len(types)} input(s): {', '.join(str(n) for n in names)}")
+    from byteir_core.compiler.importing import shapes_by_input
+
+    shapes = shapes_by_input(shapes, [n if n else f"input{i}" for i, n in enumerate(names)], where)
     parts = []
     for t, name, shape in zip(types, names, shapes):
         dims = [None if t.is_dynamic_dim(d) else t.shape[d] for d in range(t.rank)]
