@@ -20,12 +20,13 @@ import threading
 from contextlib import contextmanager
 
 
-def _import_deep(names) -> None:
+@contextmanager
+def _deep_binding():
+    """Extension modules loaded inside are ``dlopen``-ed with ``RTLD_DEEPBIND``: bound to their own symbols."""
     flags = sys.getdlopenflags()
     sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
     try:
-        for name in names:
-            importlib.import_module(name)
+        yield
     finally:
         sys.setdlopenflags(flags)
 
@@ -44,12 +45,8 @@ class _DeepBindLoader(importlib.abc.Loader):
     def create_module(self, spec):
         if "tensorflow" not in sys.modules:
             return self.inner.create_module(spec)
-        flags = sys.getdlopenflags()
-        sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
-        try:
+        with _deep_binding():
             return self.inner.create_module(spec)
-        finally:
-            sys.setdlopenflags(flags)
 
     def exec_module(self, module):
         return self.inner.exec_module(module)
@@ -73,15 +70,6 @@ class _DeepBindFinder(importlib.abc.MetaPathFinder):
         return None
 
 
-def guard_against_global_llvm() -> None:
-    """When TensorFlow's LLVM is in the global symbol scope, a library with an LLVM of its own loaded afterwards
-    must be bound to its own symbols, or LLVM ends the process ("Option 'bitcode-mdindex-threshold' registered
-    more than once"): torch-mlir's are (:func:`_load_bindings`), Triton's is when it is imported (a finder on
-    ``sys.meta_path``, installed once here)."""
-    if not any(isinstance(f, _DeepBindFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _DeepBindFinder())
-
-
 def _load_bindings() -> None:
     """Import every native module of torch-mlir's bindings now, each bound to its own LLVM/MLIR symbols.
 
@@ -89,12 +77,17 @@ def _load_bindings() -> None:
     global scope first registers LLVM's command-line options a second time, and LLVM ends the process
     ("Option 'print-inst-addrs' registered more than once"): ``import tensorflow`` before byteir did that.
     ``RTLD_DEEPBIND`` makes each torch-mlir library prefer its own symbols; all of them are loaded here (about
-    10 ms), so no lazy import later runs without the flag."""
+    10 ms), so no lazy import later runs without the flag. Triton, which others import lazily, gets the flag from
+    :class:`_DeepBindFinder` when it is imported after TensorFlow ("Option 'bitcode-mdindex-threshold' registered
+    more than once" otherwise)."""
     spec = importlib.util.find_spec("torch_mlir._mlir_libs")
     names = [f"torch_mlir._mlir_libs.{m.name}" for m in pkgutil.iter_modules(spec.submodule_search_locations)
              if m.name.startswith("_") and not m.ispkg and not m.name.startswith("_site_initialize")]
-    _import_deep([*names, "torch_mlir.ir", "torch_mlir.passmanager"])
-    guard_against_global_llvm()
+    with _deep_binding():
+        for name in [*names, "torch_mlir.ir", "torch_mlir.passmanager"]:
+            importlib.import_module(name)
+    if not any(isinstance(f, _DeepBindFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _DeepBindFinder())
 
 
 _load_bindings()

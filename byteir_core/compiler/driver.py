@@ -195,9 +195,6 @@ def compile(model, example_inputs: Sequence[Any] | None = None, *, target: str =
             input_shapes: Sequence[Sequence[int]] | dict | None = None, options: dict | None = None,
             progress: bool | Callable[[str], None] | None = None) -> Artifact:
     """Compile ``model`` into a ByRE artifact: the public :func:`byteir_core.compile` documents every argument."""
-    from ..mlir import guard_against_global_llvm
-
-    guard_against_global_llvm()  # TensorFlow imported since byteir was: before a backend loads Triton
     registry = get_registry()
     options = dict(options or {})
     check_target(target, registry)
@@ -428,7 +425,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
 
     cluster_report = []
     compiled_once: dict = {}
-    building: dict = {}  # kernel name -> (cluster name, ops, start) for kernels still building on a pool
+    building: dict = {}  # kernel name -> (cluster name, ops) for kernels still building on a pool
     for ci, (backend_name, ops) in enumerate(clusters):
         op_set = set(ops)
         inputs: list = []
@@ -488,7 +485,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
             kernel_name = f"k{len(bm.kernels)}_{backend_name}"
             bm.kernels[kernel_name] = KernelEntry(kernel_name, backend_name, compiled.kernel)
             if isinstance(compiled.kernel.data, Future):
-                building[kernel_name] = (name, ops, t0)
+                building[kernel_name] = (name, ops)
         if not memo:
             compiled_once[memo_key] = (compiled, kernel_name)
         device = backend.device
@@ -540,7 +537,7 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
 def _wait_for_kernels(bm: ByreModule, building: dict, stages: _Stages) -> None:
     """Kernels a backend builds in the background (``Kernel.data`` a Future): wait, and put their bytes in."""
     t0 = time.perf_counter()
-    for kname, (cname, ops, _) in building.items():
+    for kname, (cname, ops) in building.items():
         entry = bm.kernels[kname]
         try:
             data = entry.kernel.data.result()

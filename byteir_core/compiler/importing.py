@@ -13,12 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..builtins.stablehlo_frontend import BYTECODE_MAGIC
 from ..dtypes import to_numpy
 from ..errors import FrontendError
 from ..mlir import capture_diagnostics, diagnostics_to_text, ir, stablehlo_api
 from .driver import entry_function
-
-BYTECODE_MAGIC = b"ML\xefR"
 
 
 def supported_versions() -> str:

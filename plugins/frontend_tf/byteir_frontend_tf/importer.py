@@ -30,9 +30,6 @@ _OP_SOURCES = {"EagerPyFunc": "tf.py_function", "PyFunc": "tf.numpy_function", "
 def _tf():
     import tensorflow as tf
 
-    from byteir_core.mlir import guard_against_global_llvm
-
-    guard_against_global_llvm()  # TensorFlow's LLVM is global now: keep Triton's from clashing with it
     return tf
 
 

@@ -8,10 +8,6 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from byteir_core.mlir import guard_against_global_llvm  # noqa: E402
-
-guard_against_global_llvm()  # TensorFlow is imported at collection: keep later torch/Triton tests safe
-
 
 def rng(seed=0):
     keras.utils.set_random_seed(seed)
