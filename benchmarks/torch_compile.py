@@ -5,8 +5,9 @@ Run by hand (not a test):
     .venv/bin/python benchmarks/torch_compile.py [--models llama,mlp] [--repeat 10]
 
 For each model: median latency of one inference call and of one training step (forward, backward, AdamW
-step), the ratio byteir / best peer, and the first-call time (compile included). byteir's compile cache is
-pointed at a fresh directory so first calls really compile. Machines are shared and noisy: read ratios.
+step), the ratio byteir / best peer, and the first-call time (compile included). The peers' calls are
+interleaved (one call each per round), so noise on a shared machine falls on all of them alike. byteir's compile
+cache is pointed at a fresh directory so first calls really compile. Read ratios, and name the CPU.
 """
 
 from __future__ import annotations
@@ -43,45 +44,55 @@ def mlp():
 MODELS = {"llama": llama, "mlp": mlp}
 
 
-def timed(fn, repeat):
-    t0 = time.perf_counter()
-    fn()
-    first = time.perf_counter() - t0
-    fn()
-    times = []
-    for _ in range(repeat):
+def interleaved(fns: dict, repeat: int) -> dict:
+    """{name: (median ms, first call s)}: each function's first call (the compile) timed alone, then one warm-up
+    call each, then ``repeat`` rounds calling each once in turn, so that a noisy stretch of a shared machine
+    falls on every peer alike instead of on whichever ran then."""
+    first, times = {}, {k: [] for k in fns}
+    for k, fn in fns.items():
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, first
+        first[k] = time.perf_counter() - t0
+        fn()
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: (statistics.median(times[k]) * 1e3, first[k]) for k in fns}
 
 
 def bench(name, repeat):
     torch.manual_seed(0)
     base, infer, loss_of = MODELS[name]()
-    rows = {}
-    for peer in ("eager", "inductor", "byteir"):
-        torch._dynamo.reset()
-        model = copy.deepcopy(base)
-        run = model if peer == "eager" else torch.compile(model, backend=peer)
+    peers = ("eager", "inductor", "byteir")
+    models, runs, opts = {}, {}, {}
+    for peer in peers:
+        models[peer] = copy.deepcopy(base)
+        runs[peer] = models[peer] if peer == "eager" else torch.compile(models[peer], backend=peer)
+        opts[peer] = torch.optim.AdamW(models[peer].parameters(), lr=1e-4)
 
-        def inference():
+    def inference(peer):
+        def call():
             with torch.no_grad():
-                return infer(run)
+                return infer(runs[peer])
+        return call
 
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step():
-            loss = loss_of(run)
-            opt.zero_grad()
+    def step(peer):
+        def call():
+            loss = loss_of(runs[peer])
+            opts[peer].zero_grad()
             loss.backward()
-            opt.step()
+            opts[peer].step()
+        return call
 
-        model.eval()
-        inf_ms, inf_first = timed(inference, repeat)
-        model.train()
-        train_ms, train_first = timed(step, repeat)
-        rows[peer] = (inf_ms, inf_first, train_ms, train_first)
+    for m in models.values():
+        m.eval()
+    inf = interleaved({p: inference(p) for p in peers}, repeat)
+    for m in models.values():
+        m.train()
+    train = interleaved({p: step(p) for p in peers}, repeat)
+    rows = {p: (*inf[p], *train[p]) for p in peers}
     print(f"\n{name}: median ms (first call s)")
     print(f"{'':10} {'inference':>20} {'train step':>20}")
     for peer, (a, af, b, bf) in rows.items():
@@ -95,7 +106,7 @@ def bench(name, repeat):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mlp,llama")
-    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     os.environ["BYTEIR_CACHE_DIR"] = tempfile.mkdtemp(prefix="byteir-bench-cache-")
     for name in args.models.split(","):

@@ -37,3 +37,52 @@ def test_a_zero_pad_folds_into_the_convolution_only_where_it_means_the_same(case
     as_written = byteir_core.load(byteir_core.compile(text, target="reference", pass_groups=["legalize"]))(x, k)
     simplified = byteir_core.load(byteir_core.compile(text, target="reference"))(x, k)
     np.testing.assert_allclose(simplified, as_written, rtol=1e-5, atol=1e-5)
+
+
+def _same_as_written(text, *args):
+    as_written = byteir_core.load(byteir_core.compile(text, target="reference", pass_groups=["legalize"]))(*args)
+    simplified = byteir_core.load(byteir_core.compile(text, target="reference"))(*args)
+    as_written = as_written if isinstance(as_written, tuple) else (as_written,)
+    simplified = simplified if isinstance(simplified, tuple) else (simplified,)
+    for a, b in zip(simplified, as_written):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_transpose_pairs_cancel_or_compose():
+    # PyTorch's backward of x @ w.T reads w.T.T: the two transposes go; a pair that is not the identity is one
+    text = """func.func @main(%w: tensor<3x4x5xf32>) -> (tensor<3x4x5xf32>, tensor<4x5x3xf32>, tensor<3x4x5xf32>) {
+  %t = stablehlo.transpose %w, dims = [2, 0, 1] : (tensor<3x4x5xf32>) -> tensor<5x3x4xf32>
+  %back = stablehlo.transpose %t, dims = [1, 2, 0] : (tensor<5x3x4xf32>) -> tensor<3x4x5xf32>
+  %other = stablehlo.transpose %t, dims = [2, 0, 1] : (tensor<5x3x4xf32>) -> tensor<4x5x3xf32>
+  %id = stablehlo.transpose %w, dims = [0, 1, 2] : (tensor<3x4x5xf32>) -> tensor<3x4x5xf32>
+  return %back, %other, %id : tensor<3x4x5xf32>, tensor<4x5x3xf32>, tensor<3x4x5xf32>
+}"""
+    out = optimize(text)
+    assert out.count("stablehlo.transpose") == 1, out
+    assert "dims = [1, 2, 0]" in out, out
+    w = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(np.float32)
+    _same_as_written(text, w)
+
+
+@pytest.mark.parametrize("lhs, rhs, dims, perm, swaps", [
+    ("64x32", "32x16", "contracting_dims = [1] x [0]", [1, 0], True),          # (a @ b).T = b.T @ a.T
+    ("2x8x3", "2x3x5", "batching_dims = [0] x [0], contracting_dims = [2] x [1]", [0, 2, 1], True),
+    ("2x8x3", "2x3x5", "batching_dims = [0] x [0], contracting_dims = [2] x [1]", [1, 0, 2], False),
+])
+def test_a_transposed_product_is_the_product_with_operands_swapped(lhs, rhs, dims, perm, swaps):
+    ls, rs = [int(d) for d in lhs.split("x")], [int(d) for d in rhs.split("x")]
+    if len(ls) == 2:
+        out_shape = [ls[0], rs[1]]
+    else:
+        out_shape = [ls[0], ls[1], rs[2]]
+    t_shape = [out_shape[p] for p in perm]
+    o, t = "x".join(map(str, out_shape)), "x".join(map(str, t_shape))
+    text = f"""func.func @main(%a: tensor<{lhs}xf32>, %b: tensor<{rhs}xf32>) -> tensor<{t}xf32> {{
+  %d = stablehlo.dot_general %a, %b, {dims} : (tensor<{lhs}xf32>, tensor<{rhs}xf32>) -> tensor<{o}xf32>
+  %t = stablehlo.transpose %d, dims = {perm} : (tensor<{o}xf32>) -> tensor<{t}xf32>
+  return %t : tensor<{t}xf32>
+}}"""
+    out = optimize(text)
+    assert ("stablehlo.transpose" not in out) == swaps, out
+    rng = np.random.default_rng(1)
+    _same_as_written(text, rng.standard_normal(ls).astype(np.float32), rng.standard_normal(rs).astype(np.float32))

@@ -1,6 +1,7 @@
 """Algebraic simplification the canonicalizer of this MLIR build does not do, as pattern -> replacement rules.
 
-``dot_general`` absorbs transposes of its operands when the result is unchanged (``x @ w.T``).
+``dot_general`` absorbs transposes of its operands when the result is unchanged (``x @ w.T``); a transpose of a
+transpose becomes one transpose, or none.
 A convolution with constant weights absorbs the per-channel scale and shift that follow it (inference
 BatchNorm): one bias add is left.
 ``x ** c`` with a splat constant ``c`` in {1, 2, 3, 0.5, -0.5} becomes multiplies, ``sqrt`` or ``rsqrt``: RMSNorm's ``x.pow(2)`` otherwise calls ``powf`` for every element.
@@ -105,6 +106,75 @@ def _fold_transposes_into_dot(op) -> bool:
                                   attributes=attrs)
     op.results[0].replace_all_uses_with(new.results[0])
     op.erase()
+    return True
+
+
+def _perm(op) -> list[int]:
+    return [int(p) for p in ir.DenseI64ArrayAttr(op.attributes["permutation"])]
+
+
+def _fold_transpose(op) -> bool:
+    """``transpose(transpose(x, p), q)`` -> ``transpose(x, p[q])``, nothing at all when that is the identity; an
+    identity transpose -> its operand. PyTorch's autograd writes a weight gradient as ``(a.T @ b).T`` and the
+    backward of ``x @ w.T`` as ``x @ w.T.T``: without this each pair costs two copies of a weight-sized tensor
+    per training step."""
+    if _swap_dot_for_transpose(op):
+        return True
+    x = op.operands[0]
+    perm = _perm(op)
+    inner = _owner(x)
+    if inner is not None and inner.name == "stablehlo.transpose":
+        p = _perm(inner)
+        perm = [p[i] for i in perm]
+        x = inner.operands[0]
+    elif perm != sorted(perm):
+        return False
+    if perm == sorted(perm):
+        new = x
+    else:
+        with op.context, op.location, ir.InsertionPoint(op):
+            new = ir.Operation.create("stablehlo.transpose", results=[op.results[0].type], operands=[x],
+                                      attributes={"permutation": ir.DenseI64ArrayAttr.get(perm)}).result
+    op.results[0].replace_all_uses_with(new)
+    op.erase()
+    if inner is not None and inner.name == "stablehlo.transpose" and not list(inner.results[0].uses):
+        inner.erase()
+    return True
+
+
+def _swap_dot_for_transpose(op) -> bool:
+    """``transpose(dot_general(a, b))`` that swaps the two free-dimension blocks -> ``dot_general(b, a)``
+    (``(a @ b).T == b.T @ a.T``): the product is written in the layout wanted instead of being copied."""
+    from ..mlir import stablehlo_api
+
+    dot = _owner(op.operands[0])
+    if dot is None or dot.name != "stablehlo.dot_general" or len(list(dot.results[0].uses)) != 1:
+        return False
+    a, b = dot.operands
+    dn = stablehlo_api.DotDimensionNumbers(dot.attributes["dot_dimension_numbers"])
+    lb, lc = list(dn.lhs_batching_dimensions), list(dn.lhs_contracting_dimensions)
+    rb, rc = list(dn.rhs_batching_dimensions), list(dn.rhs_contracting_dimensions)
+    nb = len(lb)
+    nl = a.type.rank - nb - len(lc)
+    nr = b.type.rank - nb - len(rc)
+    if nl == 0 or nr == 0 or _perm(op) != list(range(nb)) + list(range(nb + nl, nb + nl + nr)) + \
+            list(range(nb, nb + nl)):
+        return False
+    new_dn = stablehlo_api.DotDimensionNumbers.get(
+        context=op.context, lhs_batching_dimensions=rb, rhs_batching_dimensions=lb,
+        lhs_contracting_dimensions=rc, rhs_contracting_dimensions=lc)
+    attrs = {na.name: na.attr for na in (dot.attributes[i] for i in range(len(dot.attributes)))}
+    attrs["dot_dimension_numbers"] = new_dn
+    if "precision_config" in attrs:
+        pc = ir.ArrayAttr(attrs["precision_config"])
+        if len(pc) == 2:
+            attrs["precision_config"] = ir.ArrayAttr.get([pc[1], pc[0]], context=op.context)
+    with op.context, op.location, ir.InsertionPoint(op):
+        new = ir.Operation.create("stablehlo.dot_general", results=[op.results[0].type], operands=[b, a],
+                                  attributes=attrs)
+    op.results[0].replace_all_uses_with(new.results[0])
+    op.erase()
+    dot.erase()
     return True
 
 
@@ -286,7 +356,8 @@ def _fold_empty_slice(op) -> bool:
     return True
 
 
-RULES = {"stablehlo.power": _rewrite_power, "stablehlo.dot_general": _fold_transposes_into_dot,
+RULES = {"stablehlo.power": _rewrite_power, "stablehlo.transpose": _fold_transpose,
+         "stablehlo.dot_general": _fold_transposes_into_dot,
          "stablehlo.reduce": _fold_empty_reduce, "stablehlo.slice": _fold_empty_slice,
          "stablehlo.convolution": _fold_pad_into_conv}
 

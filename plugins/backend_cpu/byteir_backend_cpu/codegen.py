@@ -28,6 +28,7 @@ from byteir_core.interfaces import Cluster
 from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, module_to_bytecode, run_pipeline, walk_ops
 
 from .portability import BF16_AS_F32, check_portable, expand_bf16_conversions, link_helpers
+from .gomp_shim import shim_object
 from .provider import openmp_library
 
 # Linalg on tensors, with elementwise producers fused into their consumers.
@@ -118,8 +119,8 @@ AFTER_BUFFERIZE = ("buffer-results-to-out-params{hoist-static-allocs=true modify
 TO_LLVM = ("func.func(convert-linalg-to-loops),expand-strided-metadata,lower-affine,convert-scf-to-cf,"
            "convert-to-llvm,reconcile-unrealized-casts")
 
-# Multithreaded: parallel loops become OpenMP work-sharing loops calling the LLVM/Intel OpenMP runtime
-# (__kmpc_*), which the intel-openmp wheel ships as libiomp5.
+# Multithreaded: parallel loops become OpenMP work-sharing loops calling the LLVM OpenMP runtime's entry points
+# (__kmpc_*), which each such kernel carries, written on GNU OpenMP (gomp_shim.py).
 # memref.alloca_scope (which wraps each OpenMP loop body) is lowered before scf-to-cf splits that body into
 # several blocks, which the op does not allow.
 TO_LLVM_OPENMP = ("func.func(convert-linalg-to-parallel-loops),convert-scf-to-openmp,expand-strided-metadata,"
@@ -158,6 +159,74 @@ def _poison_temporaries(m) -> None:
             else:
                 continue
             linalg.fill(v, outs=[op.results[0]])
+
+
+def parallel_rows(module) -> None:
+    """Each outermost ``scf.parallel`` of n > 1 dimensions becomes one over its first n - 1 (the rows: OpenMP
+    collapses them into one work-sharing loop) around an ``scf.for`` over the last, and a parallel loop nested in
+    another becomes ``scf.for`` loops. Collapsed with the rows, the innermost loop's index would be a division
+    and a remainder of the collapsed one at every element, and LLVM would not vectorize it (a scalar ``expf``
+    per element); nested, it would start a parallel region per iteration of the outer loop."""
+    def loops(op, dims, body_ip_op):
+        """scf.for loops over ``dims`` of the parallel ``op``, created before ``body_ip_op``: their indices."""
+        ivs = []
+        ip_op = body_ip_op
+        lbs, ubs, steps, _ = _parallel_bounds(op)
+        for d in dims:
+            with ir.InsertionPoint(ip_op), op.location:
+                f = ir.Operation.create("scf.for", operands=[lbs[d], ubs[d], steps[d]], regions=1)
+                block = f.regions[0].blocks.append(ir.IndexType.get())
+                with ir.InsertionPoint(block):
+                    ip_op = ir.Operation.create("scf.yield")
+            ivs.append(block.arguments[0])
+        return ivs, ip_op
+
+    def move_body(op, ivs, before):
+        block = op.regions[0].blocks[0]
+        ops = [o.operation for o in block.operations]
+        for o in ops[:-1]:  # the terminator (scf.reduce) stays
+            o.move_before(before)
+        for arg, iv in zip(block.arguments, ivs):
+            arg.replace_all_uses_with(iv)
+        op.erase()
+
+    def rewrite(op, nested: bool) -> None:
+        for region in op.regions:
+            for block in region.blocks:
+                for inner in list(block.operations):
+                    inner = inner.operation
+                    rewrite(inner, nested or op.name == "scf.parallel")
+        if op.name != "scf.parallel" or _parallel_bounds(op)[3]:
+            return
+        n = len(op.regions[0].blocks[0].arguments)
+        if nested:
+            ivs, ip = loops(op, range(n), op)
+            move_body(op, ivs, ip)
+        elif n > 1:
+            lbs, ubs, steps, _ = _parallel_bounds(op)
+            with ir.InsertionPoint(op), op.location:
+                rows = ir.Operation.create(
+                    "scf.parallel", operands=[*lbs[:-1], *ubs[:-1], *steps[:-1]], regions=1,
+                    attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([n - 1, n - 1, n - 1, 0])})
+                block = rows.regions[0].blocks.append(*[ir.IndexType.get()] * (n - 1))
+                with ir.InsertionPoint(block):
+                    reduce = ir.Operation.create("scf.reduce")
+            (last,), ip = loops(op, [n - 1], reduce)
+            move_body(op, [*block.arguments, last], ip)
+
+    for fn in module.body.operations:
+        rewrite(fn.operation, False)
+
+
+def _parallel_bounds(op):
+    """(lower bounds, upper bounds, steps, init values) of an ``scf.parallel``."""
+    sizes = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
+    ops = list(op.operands)
+    out, at = [], 0
+    for k in sizes:
+        out.append(ops[at:at + k])
+        at += k
+    return out
 
 
 def _split_after_loops(pipeline: str) -> tuple[str, str]:
@@ -204,10 +273,12 @@ def _stage(module, name: str, fn) -> None:
 
 
 def wants_threads(cluster: Cluster) -> bool:
-    """OpenMP kernels are opt-in (BYTEIR_CPU_OPENMP=1): measured on 2 cores when GEMMs ran on OpenBLAS, the two
-    pools fought (BERT: 9.2 ms serial, 34.6 ms with KMP_BLOCKTIME=0, 10.0 ms with the default 200 ms spin).
-    GEMMs now run on oneDNN in the same Intel OpenMP pool; turning these on by default awaits a new measure."""
-    if os.environ.get("BYTEIR_CPU_OPENMP") != "1" or os.environ.get("BYTEIR_NUM_THREADS") == "1":
+    """Kernels touching >= PARALLEL_MIN_ELEMENTS elements run their outer parallel loops on GNU OpenMP, the pool
+    oneDNN and PyTorch run on (``BYTEIR_CPU_OPENMP=0`` or ``BYTEIR_NUM_THREADS=1``: single-threaded). Once the
+    oneDNN GEMMs and these kernels shared PyTorch's pool, turning them on measured faster everywhere (AMD EPYC
+    Zen 4, 2 cores): BERT 5.8-6.3 -> 5.2-5.6 ms, a LLaMA training step 45.6 -> 44-46 ms and its inference 11.6
+    -> 10.8 ms; earlier, on a pool of their own beside OpenBLAS's, they made BERT slower."""
+    if os.environ.get("BYTEIR_CPU_OPENMP", "1") == "0" or os.environ.get("BYTEIR_NUM_THREADS") == "1":
         return False
     if openmp_library() is None:
         return False
@@ -317,13 +388,14 @@ def lower_to_llvm_dialect(cluster: Cluster, threads: bool = False, checks: bool 
         to_llvm = TO_LLVM_OPENMP if threads else TO_LLVM
         if poison:
             _stage(m, "poison-temporaries", lambda: _poison_temporaries(m))
+        loops, rest = _split_after_loops(to_llvm)
+        _stage(m, "to-loops", lambda: run_pipeline(m, loops))
+        if threads:
+            _stage(m, "rows-in-parallel", lambda: parallel_rows(m))
         if checks:
-            loops, rest = _split_after_loops(to_llvm)
-            _stage(m, "to-loops", lambda: run_pipeline(m, loops))
             _stage(m, CHECKS, lambda: run_pipeline(m, CHECKS))
             _name_kernel_in_checks(m, cluster.name)
-            to_llvm = rest
-        _stage(m, "lower-to-llvm", lambda: run_pipeline(m, to_llvm))
+        _stage(m, "lower-to-llvm", lambda: run_pipeline(m, rest))
     return m
 
 
@@ -686,7 +758,7 @@ def _build_pool() -> ThreadPoolExecutor:
 
 def link_shared_object(code: bytes, name: str, omp: str | None = None) -> bytes:
     """The object code of kernel ``name`` linked into a shared object by the system C compiler, checked to
-    call nothing beyond libc, libm, libmvec and ``omp`` (the OpenMP runtime's path, or None): whatever it takes
+    call nothing beyond libc, libm, libmvec and, where ``omp`` (multithreaded), GNU OpenMP: whatever it takes
     from libgcc is copied in (``-static-libgcc``), as libgcc_s is not on every machine in the same version."""
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
     if cc is None:
@@ -695,8 +767,14 @@ def link_shared_object(code: bytes, name: str, omp: str | None = None) -> bytes:
         obj, so = os.path.join(d, "k.o"), os.path.join(d, "k.so")
         with open(obj, "wb") as f:
             f.write(code)
-        # libiomp5 is named (DT_NEEDED) but found at run time by soname: the provider loads it first.
-        libs = ["-L" + os.path.dirname(omp), "-liomp5"] if omp else []
+        # A multithreaded kernel carries its __kmpc_* entry points, written on GNU OpenMP (gomp_shim.py); libgomp
+        # itself is not named: the provider loads it globally first (PyTorch's when PyTorch is there).
+        libs = []
+        if omp:
+            shim = os.path.join(d, "gomp_shim.o")
+            with open(shim, "wb") as f:
+                f.write(shim_object(cc))
+            libs.append(shim)
         if _libmvec():
             libs.append("-lmvec")
         r = subprocess.run([cc, "-shared", "-static-libgcc", "-o", so, obj, "-lm", *libs], capture_output=True,

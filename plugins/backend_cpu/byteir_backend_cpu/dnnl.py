@@ -1,8 +1,14 @@
-"""oneDNN (``onednn-cpu-iomp``, oneDNN 3.2 built on Intel OpenMP) through its C API and ctypes.
+"""oneDNN (``onednn-cpu-gomp``, oneDNN 3.2 built on GNU OpenMP) through its C API and ctypes.
 
-Why: oneDNN's JIT kernels pick AVX-512 / AVX2 code for the CPU they run on, prepack weights into the blocked
-layout that kernel wants (once, for weights that are artifact constants), and run on the same Intel OpenMP
-runtime (libiomp5) as our multithreaded generated kernels: one thread pool, not two fighting for the cores.
+Why: oneDNN's JIT kernels pick AVX-512 / AVX2 code for the CPU they run on, and prepack weights into the blocked
+layout that kernel wants (once, for weights that are artifact constants).
+
+Why the GNU OpenMP build: PyTorch runs its ops on libgomp, whose idle workers spin for about 10 ms after each
+parallel region. oneDNN on any other pool (the Intel OpenMP build this backend used first) then ran every GEMM
+of a torch.compile training step against a spinning PyTorch worker on the same cores: an MLP step took 18 ms,
+against 13 ms with oneDNN on PyTorch's own pool (AMD EPYC Zen 4, 2 cores). So oneDNN takes the libgomp already
+in the process (PyTorch's), else the system's, else the copy in the torch wheel: one pool, in or out of PyTorch.
+It follows ``torch.set_num_threads`` / ``OMP_NUM_THREADS``; ``BYTEIR_NUM_THREADS`` caps its calls alone.
 
 The enum values below are oneDNN 3.2's (printed from that release's ``dnnl_types.h``); the distribution is
 pinned to that version and the library's version is checked when it loads. Nothing here loads the library
@@ -22,7 +28,7 @@ import numpy as np
 
 from byteir_core.errors import ProviderError
 
-DIST = "onednn-cpu-iomp"
+DIST = "onednn-cpu-gomp"
 VERSION = (3, 2)
 
 SUCCESS = 0
@@ -56,9 +62,6 @@ class _Version(ctypes.Structure):
                 ("hash", ctypes.c_char_p), ("cpu_runtime", ctypes.c_uint), ("gpu_runtime", ctypes.c_uint)]
 
 
-RUNTIME_LIBS = ("libintlc.so.5", "libimf.so", "libsvml.so", "libirng.so")
-
-
 def library_path() -> str | None:
     explicit = os.environ.get("BYTEIR_DNNL_LIB")
     if explicit:
@@ -74,15 +77,11 @@ class _Lib:
     """The loaded library, one CPU engine and one stream (oneDNN CPU streams execute synchronously)."""
 
     def __init__(self, path: str):
-        from .provider import _load_openmp
+        from .provider import load_gomp
 
-        _load_openmp()  # oneDNN's OpenMP build needs libiomp5; load ours (its KMP_BLOCKTIME) first
-        # ... and Intel's compiler runtime (intel-cmplr-lib-rt), found by soname once loaded globally: the
-        # wheels put them in <prefix>/lib, which is not on the loader's path.
-        for dep in RUNTIME_LIBS:
-            p = os.path.join(os.path.dirname(path), dep)
-            if os.path.exists(p):
-                ctypes.CDLL(p, mode=os.RTLD_GLOBAL)
+        self.gomp = load_gomp()  # PyTorch's pool when PyTorch is loaded
+        cap = os.environ.get("BYTEIR_NUM_THREADS", "")
+        self.threads = int(cap) if cap.isdigit() and int(cap) > 0 else None
         self.lib = lib = ctypes.CDLL(path)
         lib.dnnl_version.restype = ctypes.POINTER(_Version)
         v = lib.dnnl_version().contents
@@ -97,6 +96,19 @@ class _Lib:
         self.check(lib.dnnl_engine_create(ctypes.byref(self.engine), ENGINE_CPU, ctypes.c_size_t(0)), "engine")
         self.stream = ctypes.c_void_p()
         self.check(lib.dnnl_stream_create(ctypes.byref(self.stream), self.engine, STREAM_DEFAULT), "stream")
+
+    def execute(self, prim, n: int, args, what: str) -> None:
+        """Run a primitive on the stream; with ``BYTEIR_NUM_THREADS`` set, on at most that many threads (the
+        calling thread's OpenMP setting is put back afterwards: it is PyTorch's too)."""
+        if self.threads is None:
+            self.check(self.lib.dnnl_primitive_execute(prim, self.stream, n, args), what)
+            return
+        before = self.gomp.omp_get_max_threads()
+        self.gomp.omp_set_num_threads(self.threads)
+        try:
+            self.check(self.lib.dnnl_primitive_execute(prim, self.stream, n, args), what)
+        finally:
+            self.gomp.omp_set_num_threads(before)
 
     @staticmethod
     def check(status: int, what: str) -> None:
@@ -183,7 +195,7 @@ class _Reorder:
         L = self.L
         L.lib.dnnl_memory_set_data_handle(self.src, ctypes.c_void_p(src_ptr))
         L.lib.dnnl_memory_set_data_handle(self.dst, ctypes.c_void_p(dst_ptr))
-        L.check(L.lib.dnnl_primitive_execute(self.prim, L.stream, 2, self.args), "reorder")
+        L.execute(self.prim, 2, self.args, "reorder")
 
 
 class _Planned:
@@ -320,7 +332,7 @@ class Conv(_Planned):
                     plan["residual"](residual.ctypes.data, plan[ARG_DST][1].ctypes.data)
                 elif residual is not out:
                     np.copyto(out, residual)
-            L.check(L.lib.dnnl_primitive_execute(plan["prim"], L.stream, plan["n"], plan["exec"]),
+            L.execute(plan["prim"], plan["n"], plan["exec"],
                     f"convolution ({self.impl})")
             if ARG_DST in plan:
                 reorder, buf = plan[ARG_DST]
@@ -380,7 +392,7 @@ class MaxPool(_Planned):
             plan = self._plan_for(x, out)
             L.lib.dnnl_memory_set_data_handle(plan["mems"][ARG_SRC], ctypes.c_void_p(x.ctypes.data))
             L.lib.dnnl_memory_set_data_handle(plan["mems"][ARG_DST], ctypes.c_void_p(out.ctypes.data))
-            L.check(L.lib.dnnl_primitive_execute(plan["prim"], L.stream, plan["n"], plan["exec"]),
+            L.execute(plan["prim"], plan["n"], plan["exec"],
                     f"max pooling ({self.impl})")
 
 
@@ -435,5 +447,5 @@ class Matmul(_Planned):
                     plan["done"] = True
             else:
                 set_handle(mems[ARG_WEIGHTS], ctypes.c_void_p(rhs.ctypes.data))
-            L.check(L.lib.dnnl_primitive_execute(plan["prim"], L.stream, plan["n"], plan["exec"]),
+            L.execute(plan["prim"], plan["n"], plan["exec"],
                     f"matmul ({self.impl})")

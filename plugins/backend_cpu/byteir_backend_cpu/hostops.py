@@ -229,11 +229,52 @@ _UFUNCS = {"add": np.add, "multiply": np.multiply, "maximum": np.maximum, "minim
            "and": np.bitwise_and, "or": np.bitwise_or, "xor": np.bitwise_xor}
 
 
+def _row_scatter(plan: dict, input_shape, indices: np.ndarray, updates: np.ndarray):
+    """(row numbers, values as rows) when every update writes a whole row of the input's trailing dimensions at
+    an index into its leading ones (an embedding's backward: ``grad[ids] += dy``; cross-entropy's backward: one
+    element per row), else None. Only the rows are computed, not the index of every element."""
+    k = len(plan["scatter_dims_to_operand_dims"])
+    rank, n_w = len(input_shape), len(input_shape) - k
+    if (k == 0 or plan["input_batching_dims"] or plan["scatter_dims_to_operand_dims"] != list(range(k))
+            or plan["inserted_window_dims"] != list(range(k))):
+        return None
+    if (updates.ndim < n_w or plan["update_window_dims"] != list(range(updates.ndim - n_w, updates.ndim))
+            or tuple(updates.shape[updates.ndim - n_w:]) != tuple(input_shape[k:])):
+        return None
+    ivd = plan["index_vector_dim"]
+    ind = np.moveaxis(indices, ivd, -1) if ivd < indices.ndim else indices[..., None]
+    if ind.shape[-1] != k or tuple(ind.shape[:-1]) != tuple(updates.shape[:updates.ndim - n_w]):
+        return None
+    ind = ind.reshape(-1, k).astype(np.int64, copy=False)
+    valid = np.all((ind >= 0) & (ind < np.asarray(input_shape[:k], np.int64)), axis=1)
+    rows = np.ravel_multi_index(tuple(ind[valid].T), tuple(input_shape[:k]))
+    vals = np.ascontiguousarray(updates).reshape(len(valid), -1)
+    return rows, vals if valid.all() else vals[valid]
+
+
 def run_scatter(plan: dict, operands: list, outputs: list) -> None:
     x, indices, updates = operands
     out = outputs[0]
     np.copyto(out, x)
     if updates.size == 0 or out.size == 0:
+        return
+    by_rows = _row_scatter(plan, x.shape, indices, updates)
+    if by_rows is not None:
+        rows, vals = by_rows
+        target = _flat_view(out).reshape(-1, vals.shape[1])
+        if plan["combiner"] == "replace":  # the last update of a row wins
+            _, first_of_reversed = np.unique(rows[::-1], return_index=True)
+            keep = len(rows) - 1 - first_of_reversed
+            target[rows[keep]] = vals[keep]
+        elif len(rows):
+            # the updates of each row combined first (in their order), then into the row: one pass, no ufunc.at
+            order = np.argsort(rows, kind="stable")
+            rows = rows[order]
+            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+            ufunc = _UFUNCS[plan["combiner"]]
+            combined = ufunc.reduceat(vals[order], starts, axis=0)
+            target[rows[starts]] = ufunc(target[rows[starts]], combined)
+        _write_back(target.reshape(-1), out)
         return
     flat, valid = scatter_result_indices(plan, x.shape, indices, updates.shape)
     vals = np.ascontiguousarray(updates).reshape(-1)[valid]

@@ -228,8 +228,10 @@ def link_helpers(mod, context=None) -> None:
 #: Weak references every shared object built by gcc carries (crt files); unresolved, they are null.
 _CRT_WEAK = frozenset({"__cxa_finalize", "__gmon_start__", "_ITM_registerTMCloneTable",
                        "_ITM_deregisterTMCloneTable"})
-#: The OpenMP runtime (libiomp5) the provider loads before a multithreaded kernel.
-_OPENMP_PREFIXES = ("__kmpc_", "omp_")
+#: GNU OpenMP (libgomp), which the provider loads before a multithreaded kernel. The ``__kmpc_*`` entry points of
+#: LLVM's OpenMP runtime are not on the list: a kernel carries those it calls (gomp_shim.py), and one it lacks
+#: fails here, at compile time.
+_OPENMP_PREFIXES = ("GOMP_", "omp_")
 
 _SHT_DYNSYM = 11
 

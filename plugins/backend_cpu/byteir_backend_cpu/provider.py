@@ -54,36 +54,56 @@ def host_isa() -> frozenset:
     return frozenset()
 
 
+#: GNU OpenMP's soname: PyTorch's copy when PyTorch is loaded (the loader matches it by this name).
+GOMP = "libgomp.so.1"
+
+
 def openmp_library() -> str | None:
-    """Path of libiomp5 (from the intel-openmp wheel, or BYTEIR_OPENMP_LIB), or None."""
+    """The GNU OpenMP runtime multithreaded kernels and oneDNN run on: ``BYTEIR_OPENMP_LIB``, else the
+    system's libgomp (by soname), else the torch wheel's copy; None when there is none."""
     explicit = os.environ.get("BYTEIR_OPENMP_LIB")
-    candidates = [explicit] if explicit else [os.path.join(sys.prefix, "lib", "libiomp5.so")]
-    return next((c for c in candidates if c and os.path.exists(c)), None)
+    if explicit:
+        return explicit if os.path.exists(explicit) else None
+    return _gomp_on_this_machine()
+
+
+@lru_cache(maxsize=1)
+def _gomp_on_this_machine() -> str | None:
+    import ctypes.util
+    import importlib.util
+
+    if ctypes.util.find_library("gomp"):
+        return GOMP
+    spec = importlib.util.find_spec("torch")  # not imported: only its files are looked at
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        p = os.path.join(root, "lib", GOMP)
+        if os.path.exists(p):
+            return p
+    return None
 
 
 _openmp = None
 
 
-def _load_openmp() -> None:
-    """Load libiomp5 once, globally, so kernels that need it (DT_NEEDED libiomp5.so) resolve to it.
-
-    The pool is shared by oneDNN (GEMMs, convolutions) and multithreaded generated kernels. Idle workers spin
-    for KMP_BLOCKTIME before sleeping: Intel's default (200 ms) steals the cores from anything else that runs
-    next (PyTorch's own pool under torch.compile, NumPy's BLAS); 0 makes every parallel region pay a wake-up
-    (ResNet-18: 18.3 ms); 1 ms keeps back-to-back library calls warm (15.4 ms). A user's setting wins.
-    BYTEIR_NUM_THREADS caps the pool.
-    """
+def load_gomp() -> ctypes.CDLL:
+    """GNU OpenMP, loaded once and globally: multithreaded kernels (whose ``__kmpc_*`` calls are written on it,
+    ``gomp_shim.py``) and oneDNN find its symbols there. The libgomp already in the process comes first
+    (PyTorch's: dlopen matches it by soname), so byteir's parallel regions and PyTorch's run on one pool; a
+    second runtime's threads would spin against PyTorch's, whose idle workers spin for about 10 ms after each
+    region. It follows ``torch.set_num_threads`` / ``OMP_NUM_THREADS``."""
     global _openmp
-    if _openmp is not None:
-        return
-    path = openmp_library()
-    if path is None:
-        raise ProviderError("this artifact's cpu kernels are multithreaded and need libiomp5: "
-                            "pip install intel-openmp (or set BYTEIR_OPENMP_LIB)")
-    os.environ.setdefault("KMP_BLOCKTIME", "1")
-    if os.environ.get("BYTEIR_NUM_THREADS"):
-        os.environ.setdefault("OMP_NUM_THREADS", os.environ["BYTEIR_NUM_THREADS"])
-    _openmp = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+    if _openmp is None:
+        explicit = os.environ.get("BYTEIR_OPENMP_LIB")
+        try:
+            _openmp = ctypes.CDLL(explicit or GOMP, mode=os.RTLD_GLOBAL)
+        except OSError as e:
+            path = None if explicit else openmp_library()
+            if path is None or path == GOMP:
+                raise ProviderError(f"byteir's cpu kernels need GNU OpenMP ({explicit or GOMP}), found neither "
+                                    f"on this system nor in a torch wheel ({e}): install your distribution's "
+                                    f"libgomp1, or set BYTEIR_OPENMP_LIB") from None
+            _openmp = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+    return _openmp
 
 
 def _load_library(data: bytes) -> ctypes.CDLL:
@@ -130,7 +150,7 @@ class CpuProvider(Provider):
                                 "which this CPU lacks; recompile here, or for an older CPU with "
                                 "'byteir compile --cpu x86-64-v3' (AVX2) or '--cpu x86-64' (BYTEIR_CPU)")
         if int(attrs.get("openmp", 0)):
-            _load_openmp()
+            load_gomp()
         try:
             lib = _load_library(kernel.data)
             fn = getattr(lib, f"_mlir_ciface_{kernel.entry}")

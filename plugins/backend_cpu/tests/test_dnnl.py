@@ -17,8 +17,38 @@ pytestmark = pytest.mark.skipif(not (sys.platform == "linux" and platform.machin
 
 
 def test_onednn_loads_where_it_is_a_dependency():
-    assert dnnl.available(), "onednn-cpu-iomp is installed with byteir-backend-cpu here but did not load"
+    assert dnnl.available(), "onednn-cpu-gomp is installed with byteir-backend-cpu here but did not load"
     assert dnnl.lib().version[:2] == dnnl.VERSION
+
+
+_POOLS = """
+import sys, numpy as np
+if sys.argv[1] == "torch-first":
+    import torch
+    torch.ones(1 << 20).mul(2)  # PyTorch's pool started
+from byteir_backend_cpu import dnnl
+a = np.ones((64, 64), np.float32)
+out = np.empty_like(a)
+dnnl.Matmul(const_rhs=False)(a[None], a[None], out[None])
+assert (out == 64).all()
+maps = [line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line or "libiomp" in line]
+print(sorted(set(maps)))
+"""
+
+
+@pytest.mark.parametrize("order", ["torch-first", "alone"])
+def test_onednn_runs_on_one_gnu_openmp_pool_shared_with_pytorch(order):
+    """oneDNN's GEMMs run on the libgomp PyTorch already runs on (a second pool's spinning workers took the
+    cores from every GEMM of a training step), and with PyTorch absent on the system's: one OpenMP runtime in
+    the process either way, no Intel OpenMP."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", _POOLS, order], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    libs = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 -- our own child's printed list
+    assert len(libs) == 1 and "libgomp" in libs[0], libs
+    if order == "torch-first":
+        assert "torch" in libs[0], libs
 
 rng = np.random.default_rng(7)
 

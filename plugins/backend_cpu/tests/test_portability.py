@@ -218,3 +218,26 @@ def test_a_kernel_calling_a_foreign_symbol_is_refused_when_linked():
     code, _ = codegen.object_from_llvm_ir(ir)
     with pytest.raises(TargetError, match="cluster 'cpu_c7' calls byteir_not_in_libc, which neither libc"):
         codegen.link_shared_object(code, "cpu_c7")
+
+
+@pytest.mark.parametrize("shape", [(3, 20001), (1, 40000), (5, 7, 1024), (70000,)])
+def test_multithreaded_kernels_carry_their_openmp_entry_points(shape):
+    """A kernel with parallel loops defines the LLVM OpenMP entry points it calls (__kmpc_*, written on GNU
+    OpenMP) and needs only GOMP_*/omp_* from libgomp; rows split unevenly among the threads, a single row, and
+    a 1-D loop all compute what NumPy does."""
+    t = "tensor<" + "x".join(map(str, shape)) + "xf32>"
+    text = f"""func.func @main(%x: {t}, %y: {t}) -> {t} {{
+  %s = stablehlo.add %x, %y : {t}
+  %e = stablehlo.exponential %s : {t}
+  return %e : {t}
+}}"""
+    art = byteir_core.compile(text, target="cpu")
+    (step,) = [s for s in art.module.steps if s.op == "compute"]
+    assert step.attrs["openmp"] == 1
+    (kernel,) = [k.kernel for k in art.module.kernels.values()]
+    undefined = set(portability.undefined_symbols(bytes(kernel.data)))
+    assert "GOMP_parallel" in undefined and not any(s.startswith("__kmpc_") for s in undefined), sorted(undefined)
+    assert portability.foreign_symbols(bytes(kernel.data)) == []
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = rng.standard_normal(shape).astype(np.float32)
+    np.testing.assert_allclose(byteir_core.load(art).run(x, y)[0], np.exp(x + y), rtol=2e-6)

@@ -24,14 +24,12 @@ before anything runs: a typo never leaves the model running in eager.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import hashlib
 import io
 import math
 import operator
-import os
 import threading
 import warnings
 from dataclasses import dataclass
@@ -344,15 +342,20 @@ class _Unsupported(Exception):
 
 
 def _strip_outputs(gm: GraphModule):
-    """Graph outputs that are not tensors (None grads, ints) are not compiled: returns (positions kept,
-    template of the full output list)."""
+    """Graph outputs that are not tensors (None grads, ints) are not compiled, nor are graph inputs returned as
+    they are (a training forward graph returns the weights it saves for backward: compiled, each would be copied
+    into a fresh buffer at every step). Returns (the outputs kept, a template of the full output list: each
+    entry ("tensor", index in the kept ones), ("input", argument index) or ("const", value))."""
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     outs = out_node.args[0]
     single = not isinstance(outs, (tuple, list))
     outs = [outs] if single else list(outs)
+    placeholders = {n: i for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder")}
     template, kept = [], []
     for o in outs:
-        if isinstance(o, Node) and isinstance(o.meta.get("val"), torch.Tensor):
+        if isinstance(o, Node) and o in placeholders:
+            template.append(("input", placeholders[o]))
+        elif isinstance(o, Node) and isinstance(o.meta.get("val"), torch.Tensor):
             template.append(("tensor", len(kept)))
             kept.append(o)
         else:
@@ -383,6 +386,12 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     from .importer import TorchLoweringError
 
     kept, template, single, out_node = _strip_outputs(gm)
+    if not kept:  # nothing to compute: every output is an input or a constant
+        def passthrough(*call_args):
+            full = [call_args[v] if k == "input" else v for k, v in template]
+            return full[0] if single else full
+
+        return passthrough
     g = GraphModule(gm, _copy_graph_with_outputs(gm, kept))
     tensor_pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
     if len(tensor_pos) != len(args):
@@ -433,34 +442,13 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
 
     def run(*call_args):
         xs = [a.detach().contiguous() if isinstance(a, torch.Tensor) else a for a in call_args]
-        with _torch_pool_parked():
-            res = session(*xs)
+        # no torch.set_num_threads(1) around it: the CPU backend's oneDNN runs on PyTorch's own OpenMP pool
+        res = session(*xs)
         res = list(res) if isinstance(res, (list, tuple)) else [res]
-        full = [res[v] if k == "tensor" else v for k, v in template]
+        full = [res[v] if k == "tensor" else call_args[v] if k == "input" else v for k, v in template]
         return full[0] if single else full
 
     return run
-
-
-@contextlib.contextmanager
-def _torch_pool_parked():
-    """PyTorch's OpenMP workers stay spinning after torch ops and take the cores byteir's kernels and BLAS
-    threads need (measured: a LLaMA forward 244 ms with them spinning, 13 ms parked). One intra-op thread while
-    a byteir artifact runs parks them; the setting is restored afterwards.
-
-    Only in a single-threaded process: ``torch.set_num_threads`` is process-wide and Dynamo guards on it, so
-    with other threads about, one caller's setting would be seen by another (who would then run on one thread,
-    and whose compiled frame would fail its guard and recompile: past Dynamo's recompile limit it runs in
-    eager). A thread started while one is inside finds one intra-op thread until that call returns."""
-    n = torch.get_num_threads()
-    if n == 1 or threading.active_count() > 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _failure(e: Exception) -> str:

@@ -337,3 +337,33 @@ def test_compiled_model_called_from_several_threads_never_recompiles():
         torch.testing.assert_close(results[k], expected[k], rtol=1e-4, atol=1e-5)
     assert len(dynamo.compile_log) == n_compiles, dynamo.compile_log[n_compiles:]
     assert torch.get_num_threads() == threads_before
+
+
+def test_inputs_a_graph_returns_as_they_are_are_not_copied():
+    """A training forward graph returns the weights it saves for backward: they come back as the very tensors
+    given, not as copies made at every step."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def f(x, w):
+        return torch.mm(x, w.t()), w, x
+
+    x, w = torch.randn(4, 8), torch.randn(6, 8)
+    run = dynamo._compile_whole(make_fx(f)(x, w), [x, w], dynamo.Options.parse({}), "forward")
+    y, w_out, x_out = run(x, w)
+    assert w_out is w and x_out is x
+    torch.testing.assert_close(y, x @ w.t(), rtol=1e-5, atol=1e-6)
+    only_inputs = dynamo._compile_whole(make_fx(lambda x, w: (w, x))(x, w), [x, w], dynamo.Options.parse({}), "forward")
+    assert [t is u for t, u in zip(only_inputs(x, w), (w, x))] == [True, True]
+
+
+def test_a_linear_layers_backward_has_no_transposes():
+    """PyTorch writes a Linear's gradients with transposes around the products ((dy.T @ x).T, w.T.T): they
+    cancel or fold into the products, so no weight-sized tensor is transposed at every step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    log = _new_compiles()
+    compiled = torch.compile(model, backend="byteir")
+    torch.nn.functional.mse_loss(compiled(torch.randn(4, 16)), torch.randn(4, 8)).backward()
+    for entry in log():
+        ops = entry["report"]["ops_per_backend"]
+        assert not any("stablehlo.transpose" in per for per in ops.values()), (entry["kind"], ops)
