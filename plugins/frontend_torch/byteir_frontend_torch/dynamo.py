@@ -341,26 +341,62 @@ class _Unsupported(Exception):
         self.ops, self.names = ops, names
 
 
+def _view_ops():
+    aten = torch.ops.aten
+    return {aten.view.default, aten._unsafe_view.default, aten.alias.default, aten.reshape.default,
+            aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default}
+
+
 def _strip_outputs(gm: GraphModule):
-    """Graph outputs that are not tensors (None grads, ints) are not compiled, nor are graph inputs returned as
-    they are (a training forward graph returns the weights it saves for backward: compiled, each would be copied
-    into a fresh buffer at every step). Returns (the outputs kept, a template of the full output list: each
-    entry ("tensor", index in the kept ones), ("input", argument index) or ("const", value))."""
+    """The graph outputs worth computing. Not compiled: outputs that are not tensors (None grads, ints); graph
+    inputs returned as they are (a training forward graph returns the weights it saves for backward: compiled,
+    each would be copied into a fresh buffer at every step); the same value returned twice (computed once);
+    views of another value (``view``, ``alias``, ``unsqueeze``...: the value is computed and the view taken in
+    PyTorch, no copy). Returns (the outputs kept, a template of the full output list, ...): each template
+    entry ("tensor", index in the kept ones), ("input", argument index), ("view", op, base entry, args, kwargs)
+    or ("const", value)."""
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     outs = out_node.args[0]
     single = not isinstance(outs, (tuple, list))
     outs = [outs] if single else list(outs)
     placeholders = {n: i for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder")}
-    template, kept = [], []
-    for o in outs:
-        if isinstance(o, Node) and o in placeholders:
-            template.append(("input", placeholders[o]))
-        elif isinstance(o, Node) and isinstance(o.meta.get("val"), torch.Tensor):
-            template.append(("tensor", len(kept)))
+    views = _view_ops()
+    kept: list[Node] = []
+    index: dict[Node, int] = {}
+
+    def entry(o):
+        if o in placeholders:
+            return ("input", placeholders[o])
+        if o.op == "call_function" and o.target in views and isinstance(o.args[0], Node) \
+                and isinstance(o.args[0].meta.get("val"), torch.Tensor):
+            return ("view", o.target, entry(o.args[0]), o.args[1:], dict(o.kwargs))
+        if o not in index:
+            index[o] = len(kept)
             kept.append(o)
+        return ("tensor", index[o])
+
+    template = []
+    for o in outs:
+        if isinstance(o, Node) and isinstance(o.meta.get("val"), torch.Tensor):
+            template.append(entry(o))
         else:
             template.append(("const", o))
     return kept, template, single, out_node
+
+
+def _fill(template, call_args, res) -> list:
+    """The full output list from the kept outputs' values ``res`` and the call's arguments."""
+    def value(e):
+        kind = e[0]
+        if kind == "tensor":
+            return res[e[1]]
+        if kind == "input":
+            return call_args[e[1]]
+        if kind == "view":
+            return e[1](value(e[2]), *e[3], **e[4])
+        return e[1]
+
+    return [value(e) for e in template]
 
 
 def _graph_key(gm: GraphModule, args, opts: Options, kind: str) -> str:
@@ -386,9 +422,9 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
     from .importer import TorchLoweringError
 
     kept, template, single, out_node = _strip_outputs(gm)
-    if not kept:  # nothing to compute: every output is an input or a constant
+    if not kept:  # nothing to compute: every output is an input, a view of one or a constant
         def passthrough(*call_args):
-            full = [call_args[v] if k == "input" else v for k, v in template]
+            full = _fill(template, call_args, [])
             return full[0] if single else full
 
         return passthrough
@@ -445,7 +481,7 @@ def _compile_whole(gm: GraphModule, args, opts: Options, kind: str):
         # no torch.set_num_threads(1) around it: the CPU backend's oneDNN runs on PyTorch's own OpenMP pool
         res = session(*xs)
         res = list(res) if isinstance(res, (list, tuple)) else [res]
-        full = [res[v] if k == "tensor" else call_args[v] if k == "input" else v for k, v in template]
+        full = _fill(template, call_args, res)
         return full[0] if single else full
 
     return run

@@ -341,17 +341,22 @@ def test_compiled_model_called_from_several_threads_never_recompiles():
 
 def test_inputs_a_graph_returns_as_they_are_are_not_copied():
     """A training forward graph returns the weights it saves for backward: they come back as the very tensors
-    given, not as copies made at every step."""
+    given, not as copies made at every step; a value returned twice is computed once, and a view of a value
+    (or of an input) is that view, not a copy."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     def f(x, w):
-        return torch.mm(x, w.t()), w, x
+        y = torch.mm(x, w.t())
+        return y, w, x, y, y.view(2, 12), w.unsqueeze(0), torch.ops.aten.alias(y)
 
     x, w = torch.randn(4, 8), torch.randn(6, 8)
     run = dynamo._compile_whole(make_fx(f)(x, w), [x, w], dynamo.Options.parse({}), "forward")
-    y, w_out, x_out = run(x, w)
-    assert w_out is w and x_out is x
+    y, w_out, x_out, y_again, y_view, w_view, y_alias = run(x, w)
+    assert w_out is w and x_out is x and y_again is y
+    assert y_view.data_ptr() == y_alias.data_ptr() == y.data_ptr() and w_view.data_ptr() == w.data_ptr()
     torch.testing.assert_close(y, x @ w.t(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y_view, y.view(2, 12), rtol=0, atol=0)
+    assert w_view.shape == (1, 6, 8)
     only_inputs = dynamo._compile_whole(make_fx(lambda x, w: (w, x))(x, w), [x, w], dynamo.Options.parse({}), "forward")
     assert [t is u for t, u in zip(only_inputs(x, w), (w, x))] == [True, True]
 
