@@ -144,3 +144,15 @@ def test_errors_md_lists_every_public_error_class():
     for name in byteir_core.__all__:
         if name.endswith("Error") and name != "ByteirError":
             assert f"| `{name}`" in text, name
+
+
+def test_a_dynamic_program_with_no_op_left_is_refused_by_name():
+    """An identity transpose simplified away leaves @main returning its dynamic argument: no op remains to
+    refuse it, and the error still names the argument and the --input-shape to give (not a raw TypeError)."""
+    text = """func.func @main(%x: tensor<?x4xf32>, %i: tensor<3xi64>) -> tensor<?x4xf32> {
+  %t = stablehlo.transpose %x, dims = [0, 1] : (tensor<?x4xf32>) -> tensor<?x4xf32>
+  return %t : tensor<?x4xf32>
+}"""
+    with pytest.raises(byteir_core.ByteirError, match=r"argument 0 has the dynamic type tensor<\?x4xf32>.*"
+                                                      r"--input-shape 1x4,3"):
+        byteir_core.compile(text, target="cpu")

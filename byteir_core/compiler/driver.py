@@ -408,6 +408,12 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     results = list(ret.operands)
     in_names = _names(main, "arg_attrs", "input", len(block.arguments))
     out_names = _names(main, "res_attrs", "output", len(results), taken=set(in_names))
+    for what, values in (("argument", block.arguments), ("result", results)):
+        for i, v in enumerate(values):  # no op left to refuse them: a program that returns an argument as it is
+            if isinstance(v.type, ir.ShapedType) and not ir.ShapedType(v.type).has_static_shape:
+                raise TargetError(f"@main's {what} {i} has the dynamic type {v.type}: byteir compiles static shapes; "
+                                  f"give them with static example inputs or --input-shape {_shape_hint(module)} "
+                                  f"(your sizes for the dynamic dims; input_shapes= in Python)")
     for a, name in zip(block.arguments, in_names):
         buf_of[a] = add_arg(name, "input", TensorSpec.from_type(a.type))
     out_buf = [add_arg(name, "output", TensorSpec.from_type(v.type)) for name, v in zip(out_names, results)]

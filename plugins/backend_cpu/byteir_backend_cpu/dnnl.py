@@ -28,6 +28,8 @@ import numpy as np
 
 from byteir_core.errors import ProviderError
 
+from .provider import in_forked_child, load_gomp
+
 DIST = "onednn-cpu-gomp"
 VERSION = (3, 2)
 
@@ -77,8 +79,6 @@ class _Lib:
     """The loaded library, one CPU engine and one stream (oneDNN CPU streams execute synchronously)."""
 
     def __init__(self, path: str):
-        from .provider import load_gomp
-
         self.gomp = load_gomp()  # PyTorch's pool when PyTorch is loaded
         cap = os.environ.get("BYTEIR_NUM_THREADS", "")
         self.threads = int(cap) if cap.isdigit() and int(cap) > 0 else None
@@ -100,7 +100,7 @@ class _Lib:
     def execute(self, prim, n: int, args, what: str) -> None:
         """Run a primitive on the stream; with ``BYTEIR_NUM_THREADS`` set, on at most that many threads (the
         calling thread's OpenMP setting is put back afterwards: it is PyTorch's too)."""
-        if self.threads is None:
+        if self.threads is None or in_forked_child():  # a forked child runs on one thread (provider.py)
             self.check(self.lib.dnnl_primitive_execute(prim, self.stream, n, args), what)
             return
         before = self.gomp.omp_get_max_threads()

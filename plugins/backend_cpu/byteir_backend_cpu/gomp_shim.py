@@ -66,15 +66,19 @@ static void run_fork(void *p) {
   }
 }
 
-/* BYTEIR_NUM_THREADS caps the team (0: the calling thread's OpenMP setting, e.g. torch.set_num_threads) */
+extern int omp_get_max_threads(void);
+
+/* The team: the calling thread's OpenMP setting (torch.set_num_threads; 1 in a forked child, where the
+   provider sets it: libgomp's pool does not survive fork), capped by BYTEIR_NUM_THREADS */
 static unsigned thread_cap(void) {
   static int cap = -1;
+  int n = omp_get_max_threads();
   if (cap < 0) {
     const char *e = getenv("BYTEIR_NUM_THREADS");
-    int n = e ? atoi(e) : 0;
-    cap = n > 0 ? n : 0;
+    int c = e ? atoi(e) : 0;
+    cap = c > 0 ? c : 0;
   }
-  return (unsigned)cap;
+  return (unsigned)(cap && cap < n ? cap : n);
 }
 
 void __kmpc_fork_call(ident_t *loc, int32_t argc, kmpc_micro fn, ...) {

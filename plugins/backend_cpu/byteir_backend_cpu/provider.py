@@ -83,6 +83,24 @@ def _gomp_on_this_machine() -> str | None:
 
 
 _openmp = None
+_forked = False
+
+
+def _single_threaded_after_fork() -> None:
+    """In a forked child (multiprocessing's fork workers, the ONNX conformance runner's), libgomp's pool is the
+    parent's, whose threads do not exist here: its next parallel region with more than one thread crashes the
+    process. The child's OpenMP regions run on its one thread instead (PyTorch's too: it is the same pool)."""
+    global _forked
+    _forked = True
+    if _openmp is not None:
+        _openmp.omp_set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_single_threaded_after_fork)
+
+
+def in_forked_child() -> bool:
+    return _forked
 
 
 def load_gomp() -> ctypes.CDLL:
@@ -103,6 +121,8 @@ def load_gomp() -> ctypes.CDLL:
                                     f"on this system nor in a torch wheel ({e}): install your distribution's "
                                     f"libgomp1, or set BYTEIR_OPENMP_LIB") from None
             _openmp = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+        if _forked:  # PyTorch may have started the pool before the fork
+            _openmp.omp_set_num_threads(1)
     return _openmp
 
 

@@ -338,3 +338,44 @@ def test_relu6_is_fused_into_the_convolution_and_a_zero_pad_into_the_next(dnnl_o
     expect = byteir_core.load(byteir_core.compile(text, target="reference", pass_groups=["legalize"]))(x, w, dw)
     got = byteir_core.load(art.to_bytes())(x, w, dw)
     np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-4)
+
+
+_FORKED = """
+import os, numpy as np, byteir_core
+from byteir_backend_cpu import dnnl
+a = np.ones((256, 256), np.float32)
+out = np.empty_like(a)
+mm = dnnl.Matmul(const_rhs=False)
+mm(a[None], a[None], out[None])  # the parent's OpenMP pool is running
+t = "tensor<64x1024xf32>"
+art = byteir_core.compile(f"func.func @main(%x: {t}) -> {t} {{ %e = stablehlo.exponential %x : {t}\\n return %e : {t} }}",
+                          target="cpu")
+s = byteir_core.load(art)
+assert [st.attrs["openmp"] for st in art.module.steps if st.op == "compute"] == [1]
+x = np.zeros((64, 1024), np.float32)
+s.run(x)
+pid = os.fork()
+if pid == 0:
+    mm(a[None], a[None], out[None])
+    r = s.run(x)[0]
+    os._exit(0 if (out == 256).all() and (r == 1).all() else 3)
+_, status = os.waitpid(pid, 0)
+mm(a[None], a[None], out[None])
+print(status, bool((out == 256).all()), bool((s.run(x)[0] == 1).all()))
+"""
+
+
+@pytest.mark.parametrize("cap", [None, "2"])
+def test_a_forked_child_runs_onednn_and_openmp_kernels(cap):
+    """libgomp's pool does not survive fork (its next parallel region in the child crashed the ONNX conformance
+    runner's forked workers): a forked child runs its OpenMP regions on one thread, with BYTEIR_NUM_THREADS set
+    too, and the parent goes on with its pool."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "BYTEIR_NUM_THREADS"}
+    if cap:
+        env["BYTEIR_NUM_THREADS"] = cap
+    r = subprocess.run([sys.executable, "-c", _FORKED], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["0", "True", "True"], r.stdout
