@@ -96,17 +96,27 @@ def _fold_transposes_into_dot(op) -> bool:
         changed = True
     if not changed:
         return False
-    new_dn = stablehlo_api.DotDimensionNumbers.get(
-        context=op.context, lhs_batching_dimensions=dims["lhs"][0], rhs_batching_dimensions=dims["rhs"][0],
-        lhs_contracting_dimensions=dims["lhs"][1], rhs_contracting_dimensions=dims["rhs"][1])
-    attrs = {na.name: na.attr for na in (op.attributes[i] for i in range(len(op.attributes)))}
-    attrs["dot_dimension_numbers"] = new_dn
+    _replace_with_dot(op, op, operands, dims["lhs"], dims["rhs"])
+    return True
+
+
+def _replace_with_dot(op, dot, operands, lhs_dims, rhs_dims, swap_precision: bool = False) -> None:
+    """``op`` replaced by a ``dot_general`` with ``dot``'s attributes, these operands and (batching,
+    contracting) dimensions per side; ``op`` is erased."""
+    from ..mlir import stablehlo_api
+
+    attrs = {na.name: na.attr for na in (dot.attributes[i] for i in range(len(dot.attributes)))}
+    attrs["dot_dimension_numbers"] = stablehlo_api.DotDimensionNumbers.get(
+        context=op.context, lhs_batching_dimensions=lhs_dims[0], rhs_batching_dimensions=rhs_dims[0],
+        lhs_contracting_dimensions=lhs_dims[1], rhs_contracting_dimensions=rhs_dims[1])
+    if swap_precision and "precision_config" in attrs and len(ir.ArrayAttr(attrs["precision_config"])) == 2:
+        pc = ir.ArrayAttr(attrs["precision_config"])
+        attrs["precision_config"] = ir.ArrayAttr.get([pc[1], pc[0]], context=op.context)
     with op.context, op.location, ir.InsertionPoint(op):
         new = ir.Operation.create("stablehlo.dot_general", results=[op.results[0].type], operands=operands,
                                   attributes=attrs)
     op.results[0].replace_all_uses_with(new.results[0])
     op.erase()
-    return True
 
 
 def _perm(op) -> list[int]:
@@ -120,16 +130,16 @@ def _fold_transpose(op) -> bool:
     per training step."""
     if _swap_dot_for_transpose(op):
         return True
-    x = op.operands[0]
-    perm = _perm(op)
+    x, perm = op.operands[0], _perm(op)
     inner = _owner(x)
-    if inner is not None and inner.name == "stablehlo.transpose":
+    composed = inner is not None and inner.name == "stablehlo.transpose"
+    if composed:
         p = _perm(inner)
-        perm = [p[i] for i in perm]
-        x = inner.operands[0]
-    elif perm != sorted(perm):
+        perm, x = [p[i] for i in perm], inner.operands[0]
+    identity = perm == list(range(len(perm)))
+    if not (composed or identity):
         return False
-    if perm == sorted(perm):
+    if identity:
         new = x
     else:
         with op.context, op.location, ir.InsertionPoint(op):
@@ -137,7 +147,7 @@ def _fold_transpose(op) -> bool:
                                       attributes={"permutation": ir.DenseI64ArrayAttr.get(perm)}).result
     op.results[0].replace_all_uses_with(new)
     op.erase()
-    if inner is not None and inner.name == "stablehlo.transpose" and not list(inner.results[0].uses):
+    if composed and not list(inner.results[0].uses):
         inner.erase()
     return True
 
@@ -160,20 +170,7 @@ def _swap_dot_for_transpose(op) -> bool:
     if nl == 0 or nr == 0 or _perm(op) != list(range(nb)) + list(range(nb + nl, nb + nl + nr)) + \
             list(range(nb, nb + nl)):
         return False
-    new_dn = stablehlo_api.DotDimensionNumbers.get(
-        context=op.context, lhs_batching_dimensions=rb, rhs_batching_dimensions=lb,
-        lhs_contracting_dimensions=rc, rhs_contracting_dimensions=lc)
-    attrs = {na.name: na.attr for na in (dot.attributes[i] for i in range(len(dot.attributes)))}
-    attrs["dot_dimension_numbers"] = new_dn
-    if "precision_config" in attrs:
-        pc = ir.ArrayAttr(attrs["precision_config"])
-        if len(pc) == 2:
-            attrs["precision_config"] = ir.ArrayAttr.get([pc[1], pc[0]], context=op.context)
-    with op.context, op.location, ir.InsertionPoint(op):
-        new = ir.Operation.create("stablehlo.dot_general", results=[op.results[0].type], operands=[b, a],
-                                  attributes=attrs)
-    op.results[0].replace_all_uses_with(new.results[0])
-    op.erase()
+    _replace_with_dot(op, dot, [b, a], [rb, rc], [lb, lc], swap_precision=True)
     dot.erase()
     return True
 

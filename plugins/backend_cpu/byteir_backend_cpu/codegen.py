@@ -27,8 +27,8 @@ from byteir_core.errors import TargetError
 from byteir_core.interfaces import Cluster
 from byteir_core.mlir import capture_diagnostics, diagnostics_to_text, ir, module_to_bytecode, run_pipeline, walk_ops
 
-from .portability import BF16_AS_F32, check_portable, expand_bf16_conversions, link_helpers
 from .gomp_shim import shim_object
+from .portability import BF16_AS_F32, check_portable, expand_bf16_conversions, link_helpers
 from .provider import openmp_library
 
 # Linalg on tensors, with elementwise producers fused into their consumers.

@@ -100,9 +100,11 @@ void __kmpc_barrier(ident_t *loc, int32_t gtid) { (void)loc; (void)gtid; GOMP_ba
 
 void __kmpc_for_static_fini(ident_t *loc, int32_t gtid) { (void)loc; (void)gtid; }
 
-#define STATIC_INIT(NAME, T, UT)                                                                               \
-  void NAME(ident_t *loc, int32_t gtid, int32_t sched, int32_t *plast, T *plower, T *pupper, T *pstride,       \
-            T incr, T chunk) {                                                                                 \
+/* T: the bounds' type; UT: its unsigned form (trip counts); ST: the stride, increment and chunk (signed, as in
+   LLVM's kmp.h, for the unsigned variants too) */
+#define STATIC_INIT(NAME, T, UT, ST)                                                                           \
+  void NAME(ident_t *loc, int32_t gtid, int32_t sched, int32_t *plast, T *plower, T *pupper, ST *pstride,      \
+            ST incr, ST chunk) {                                                                               \
     int64_t nth = omp_get_num_threads(), tid = omp_get_thread_num();                                           \
     T lower = *plower, upper = *pupper;                                                                        \
     UT trip;                                                                                                   \
@@ -113,36 +115,36 @@ void __kmpc_for_static_fini(ident_t *loc, int32_t gtid) { (void)loc; (void)gtid;
     else trip = (UT)(lower - upper) / (UT)(-incr) + 1;                                                         \
     if ((incr > 0 && upper < lower) || (incr < 0 && upper > lower)) trip = 0;                                  \
     if (sched == 33 && chunk > 0) { /* static, chunked */                                                      \
-      T span = chunk * incr;                                                                                   \
-      *pstride = span * (T)nth;                                                                                \
-      *plower = lower + span * (T)tid;                                                                         \
-      *pupper = *plower + span - incr;                                                                         \
+      ST span = chunk * incr;                                                                                  \
+      *pstride = span * (ST)nth;                                                                               \
+      *plower = lower + (T)(span * (ST)tid);                                                                   \
+      *pupper = *plower + (T)(span - incr);                                                                    \
       if (plast) *plast = trip ? (int32_t)(tid == (int64_t)(((trip - 1) / (UT)chunk) % (UT)nth)) : 0;           \
       return;                                                                                                  \
     }                                                                                                          \
     if (nth == 1 || trip == 0) {                                                                               \
       if (plast) *plast = trip != 0;                                                                           \
-      *pstride = trip ? (T)trip * incr : incr;                                                                 \
+      *pstride = trip ? (ST)trip * incr : incr;                                                                \
       return;                                                                                                  \
     }                                                                                                          \
     if (trip < (UT)nth) {                                                                                      \
-      if ((UT)tid < trip) *pupper = *plower = lower + (T)tid * incr;                                           \
-      else { *plower = upper + incr; *pupper = upper; }                                                        \
+      if ((UT)tid < trip) *pupper = *plower = lower + (T)((ST)tid * incr);                                     \
+      else { *plower = upper + (T)incr; *pupper = upper; }                                                     \
       if (plast) *plast = (UT)tid == trip - 1;                                                                 \
     } else {                                                                                                   \
       UT small = trip / (UT)nth, extras = trip % (UT)nth;                                                      \
       UT first = (UT)tid * small + ((UT)tid < extras ? (UT)tid : extras);                                      \
-      *plower = lower + (T)first * incr;                                                                       \
-      *pupper = *plower + (T)(small + ((UT)tid < extras ? 1 : 0)) * incr - incr;                              \
+      *plower = lower + (T)((ST)first * incr);                                                                 \
+      *pupper = *plower + (T)((ST)(small + ((UT)tid < extras ? 1 : 0)) * incr - incr);                        \
       if (plast) *plast = tid == nth - 1;                                                                      \
     }                                                                                                          \
-    *pstride = (T)trip * incr;                                                                                 \
+    *pstride = (ST)trip * incr;                                                                                \
   }
 
-STATIC_INIT(__kmpc_for_static_init_4, int32_t, uint32_t)
-STATIC_INIT(__kmpc_for_static_init_4u, uint32_t, uint32_t)
-STATIC_INIT(__kmpc_for_static_init_8, int64_t, uint64_t)
-STATIC_INIT(__kmpc_for_static_init_8u, uint64_t, uint64_t)
+STATIC_INIT(__kmpc_for_static_init_4, int32_t, uint32_t, int32_t)
+STATIC_INIT(__kmpc_for_static_init_4u, uint32_t, uint32_t, int32_t)
+STATIC_INIT(__kmpc_for_static_init_8, int64_t, uint64_t, int64_t)
+STATIC_INIT(__kmpc_for_static_init_8u, uint64_t, uint64_t, int64_t)
 """
 
 _lock = threading.Lock()

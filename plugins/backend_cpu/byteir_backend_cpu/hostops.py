@@ -234,7 +234,7 @@ def _row_scatter(plan: dict, input_shape, indices: np.ndarray, updates: np.ndarr
     an index into its leading ones (an embedding's backward: ``grad[ids] += dy``; cross-entropy's backward: one
     element per row), else None. Only the rows are computed, not the index of every element."""
     k = len(plan["scatter_dims_to_operand_dims"])
-    rank, n_w = len(input_shape), len(input_shape) - k
+    n_w = len(input_shape) - k
     if (k == 0 or plan["input_batching_dims"] or plan["scatter_dims_to_operand_dims"] != list(range(k))
             or plan["inserted_window_dims"] != list(range(k))):
         return None
@@ -262,31 +262,39 @@ def run_scatter(plan: dict, operands: list, outputs: list) -> None:
     if by_rows is not None:
         rows, vals = by_rows
         target = _flat_view(out).reshape(-1, vals.shape[1])
-        if plan["combiner"] == "replace":  # the last update of a row wins
-            _, first_of_reversed = np.unique(rows[::-1], return_index=True)
-            keep = len(rows) - 1 - first_of_reversed
+        if plan["combiner"] == "replace":
+            keep = _last_occurrences(rows)
             target[rows[keep]] = vals[keep]
         elif len(rows):
-            # the updates of each row combined first (in their order), then into the row: one pass, no ufunc.at
+            # Pass j applies every row's j-th update (in their order): the rows of one pass are distinct, so each
+            # is one vector operation, and a row's updates combine in the order run one by one would (no
+            # ufunc.at, and no reassociation: reduceat sums pairwise). As many passes as a row has updates.
             order = np.argsort(rows, kind="stable")
-            rows = rows[order]
-            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
+            rows, vals = rows[order], vals[order]
+            new_row = np.concatenate(([True], rows[1:] != rows[:-1]))
+            starts = np.flatnonzero(new_row)
+            nth = np.arange(len(rows)) - starts[np.cumsum(new_row) - 1]  # each update's place among its row's
             ufunc = _UFUNCS[plan["combiner"]]
-            combined = ufunc.reduceat(vals[order], starts, axis=0)
-            target[rows[starts]] = ufunc(target[rows[starts]], combined)
+            for j in range(int(nth.max()) + 1):
+                sel = nth == j
+                target[rows[sel]] = ufunc(target[rows[sel]], vals[sel])
         _write_back(target.reshape(-1), out)
         return
     flat, valid = scatter_result_indices(plan, x.shape, indices, updates.shape)
     vals = np.ascontiguousarray(updates).reshape(-1)[valid]
     target = _flat_view(out)
     if plan["combiner"] == "replace":
-        # The last update of an index wins: keep each index's last occurrence.
-        _, first_of_reversed = np.unique(flat[::-1], return_index=True)
-        keep = len(flat) - 1 - first_of_reversed
+        keep = _last_occurrences(flat)
         target[flat[keep]] = vals[keep]
     else:
         _UFUNCS[plan["combiner"]].at(target, flat, vals)
     _write_back(target, out)
+
+
+def _last_occurrences(index: np.ndarray) -> np.ndarray:
+    """Positions of each value's last occurrence in ``index``: where updates replace, the last one wins."""
+    _, first_of_reversed = np.unique(index[::-1], return_index=True)
+    return len(index) - 1 - first_of_reversed
 
 
 def _flat_view(out: np.ndarray) -> np.ndarray:

@@ -111,16 +111,15 @@ def load_gomp() -> ctypes.CDLL:
     region. It follows ``torch.set_num_threads`` / ``OMP_NUM_THREADS``."""
     global _openmp
     if _openmp is None:
-        explicit = os.environ.get("BYTEIR_OPENMP_LIB")
+        path = openmp_library()
         try:
-            _openmp = ctypes.CDLL(explicit or GOMP, mode=os.RTLD_GLOBAL)
-        except OSError as e:
-            path = None if explicit else openmp_library()
-            if path is None or path == GOMP:
-                raise ProviderError(f"byteir's cpu kernels need GNU OpenMP ({explicit or GOMP}), found neither "
-                                    f"on this system nor in a torch wheel ({e}): install your distribution's "
-                                    f"libgomp1, or set BYTEIR_OPENMP_LIB") from None
+            if path is None:
+                raise OSError(os.environ.get("BYTEIR_OPENMP_LIB") or "no libgomp found")
             _openmp = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+        except OSError as e:
+            raise ProviderError(f"byteir's cpu kernels need GNU OpenMP ({GOMP}), found neither on this system "
+                                f"nor in a torch wheel ({e}): install your distribution's libgomp1, or set "
+                                f"BYTEIR_OPENMP_LIB") from None
         if _forked:  # PyTorch may have started the pool before the fork
             _openmp.omp_set_num_threads(1)
     return _openmp

@@ -679,6 +679,28 @@ def test_scatter_rows_with_duplicate_indices(dtype, combiner):
     check(scatter_program((6, 4), (7, 1), (7, 4), dtype, "i32", ROWS, combiner), [x, idx, u], ["stablehlo.scatter"])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("combiner", ["add", "multiply", "replace"])
+def test_row_scatter_applies_repeated_rows_in_order_bit_for_bit(dtype, combiner):
+    """The host kernel's whole-row path (an embedding's backward) combines a row's updates in the order they
+    come, onto the input's row, exactly as applying them one by one: no reassociated float sums."""
+    from byteir_backend_cpu.hostops import run_scatter
+
+    plan = {"combiner": combiner, "update_window_dims": [2], "inserted_window_dims": [0], "input_batching_dims": [],
+            "scatter_indices_batching_dims": [], "scatter_dims_to_operand_dims": [0], "index_vector_dim": 2}
+    g = np.random.default_rng(5)
+    x = g.standard_normal((7, 33)).astype(dtype)
+    idx = np.array([[3, 0, 3, 5, 3, 0], [9, -1, 3, 6, 6, 0]]).reshape(2, 6, 1)  # 9 and -1 are out of range
+    u = g.standard_normal((2, 6, 33)).astype(dtype)
+    out = np.empty_like(x)
+    run_scatter(plan, [x, idx, u], [out])
+    ref = x.copy()
+    for r, v in zip(idx.reshape(-1), u.reshape(-1, 33)):
+        if 0 <= r < 7:
+            ref[r] = v if combiner == "replace" else (ref[r] + v if combiner == "add" else ref[r] * v)
+    np.testing.assert_array_equal(out, ref)
+
+
 @pytest.mark.parametrize("combiner", ["add", "or", "and", "xor", "replace", "maximum"])
 def test_scatter_booleans(combiner):
     idx = np.array([[1], [1], [0], [2]], np.int64)

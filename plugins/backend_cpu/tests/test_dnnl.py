@@ -1,6 +1,7 @@
 """oneDNN behind the cpu_blas callees: convolutions (any dimension numbers, groups, strides, dilation) and
 (batched) matmuls against NumPy, constant weights prepacked once, and the im2col/BLAS path when it is off."""
 
+import ast
 import platform
 import sys
 
@@ -45,7 +46,7 @@ def test_onednn_runs_on_one_gnu_openmp_pool_shared_with_pytorch(order):
 
     r = subprocess.run([sys.executable, "-c", _POOLS, order], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    libs = eval(r.stdout.strip().splitlines()[-1])  # noqa: S307 -- our own child's printed list
+    libs = ast.literal_eval(r.stdout.strip().splitlines()[-1])
     assert len(libs) == 1 and "libgomp" in libs[0], libs
     if order == "torch-first":
         assert "torch" in libs[0], libs
