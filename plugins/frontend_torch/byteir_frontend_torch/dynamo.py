@@ -386,17 +386,21 @@ def _strip_outputs(gm: GraphModule):
 
 def _fill(template, call_args, res) -> list:
     """The full output list from the kept outputs' values ``res`` and the call's arguments."""
-    def value(e):
-        kind = e[0]
-        if kind == "tensor":
-            return res[e[1]]
-        if kind == "input":
-            return call_args[e[1]]
-        if kind == "view":
-            return e[1](value(e[2]), *e[3], **e[4])
-        return e[1]
+    return [_entry_value(e, call_args, res) for e in template]
 
-    return [value(e) for e in template]
+
+def _entry_value(e, call_args, res):
+    # A module-level function, not a closure over ``res``: a recursive closure is a reference cycle, which kept
+    # every call's outputs alive until the cyclic collector ran, so autograd could not steal a gradient
+    # (AccumulateGrad copied it) and the arrays outlived the step.
+    kind = e[0]
+    if kind == "tensor":
+        return res[e[1]]
+    if kind == "input":
+        return call_args[e[1]]
+    if kind == "view":
+        return e[1](_entry_value(e[2], call_args, res), *e[3], **e[4])
+    return e[1]
 
 
 def _graph_key(gm: GraphModule, args, opts: Options, kind: str) -> str:

@@ -361,6 +361,47 @@ def test_inputs_a_graph_returns_as_they_are_are_not_copied():
     assert [t is u for t, u in zip(only_inputs(x, w), (w, x))] == [True, True]
 
 
+def test_gradients_are_handed_to_autograd_not_copied():
+    """The parameter gradients a compiled backward returns become the parameters' .grad as they are (autograd
+    steals a gradient nothing else holds) and a call's outputs die with their last user: nothing in the wrapper
+    keeps them alive until the cyclic collector runs (a recursive closure over the outputs did, and every weight
+    gradient was copied at every step)."""
+    import gc
+    import weakref
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8))
+    compiled = torch.compile(model, backend="byteir")
+    x = torch.randn(4, 16)
+    returned = []
+    real_fill = dynamo._fill
+
+    def recording_fill(template, call_args, res):
+        full = real_fill(template, call_args, res)
+        returned.append([(weakref.ref(t), t.data_ptr()) for t in full if isinstance(t, torch.Tensor)])
+        return full
+
+    dynamo._fill = recording_fill
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        compiled(x).sum().backward()
+        returned.clear()
+        model.zero_grad(set_to_none=True)
+        compiled(x).sum().backward()
+        backward_ptrs = {p for _, p in returned[-1]}
+        assert all(p.grad.data_ptr() in backward_ptrs for p in model.parameters())
+        returned.clear()
+        with torch.no_grad():
+            out = compiled(x)
+        del out
+        assert [r() for r, _ in returned[-1]] == [None]
+    finally:
+        dynamo._fill = real_fill
+        if was_enabled:
+            gc.enable()
+
+
 def test_a_linear_layers_backward_has_no_transposes():
     """PyTorch writes a Linear's gradients with transposes around the products ((dy.T @ x).T, w.T.T): they
     cancel or fold into the products, so no weight-sized tensor is transposed at every step."""
