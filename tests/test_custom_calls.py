@@ -164,3 +164,29 @@ def test_fully_masked_rows_give_zero_and_finite_gradients_like_torch():
                                                      scale=0.5).backward(torch.from_numpy(dout))
     for got, ref in ((dq, tq.grad), (dk, tk.grad), (dv, tv.grad)):
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_decomposed_attentions_share_no_broadcast_tensors():
+    """Two attentions decomposed into StableHLO: CSE merges their scale and -inf broadcasts (and the broadcast
+    mask) into one op each, which the first attention's softmax kernel then wrote out for the second to read
+    (megabytes at a real sequence length). Copied back next to each user, both softmaxes are one same kernel
+    that writes only the probabilities and the row statistics."""
+    s, d = [1, 2, 8, 8], "tensor<1x2x8x8xf32>"
+    mask_t = "tensor<1x1x8x8xi1>"
+    attrs = "{byteir_attrs = {scale = 0.35 : f64, causal = false, operand_present = [true, true, true, true]}}"
+    text = func(f"%q: {d}, %k: {d}, %v: {d}, %m: {mask_t}", d, f"""
+  %a:2 = stablehlo.custom_call @byteir.flash_attn_fwd(%q, %k, %v, %m) {attrs} : ({d}, {d}, {d}, {mask_t}) -> ({d}, tensor<1x2x8xf32>)
+  %b:2 = stablehlo.custom_call @byteir.flash_attn_fwd(%a#0, %k, %v, %m) {attrs} : ({d}, {d}, {d}, {mask_t}) -> ({d}, tensor<1x2x8xf32>)
+  return %b#0 : {d}""")
+    art = byteir_core.compile(text, target="cpu")
+    native = [c for c in art.report["clusters"] if c["backend"] == "cpu"]
+    first, second = native[:len(native) // 2], native[len(native) // 2:]
+    assert len(first) == len(second) and all(c.get("same_as_earlier_cluster") for c in second), native
+    assert [c["kernel"] for c in first] == [c["kernel"] for c in second]
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal(s).astype(np.float32) for _ in range(3))
+    mask = rng.random((1, 1, 8, 8)) > 0.3
+    mask[..., 0] = True
+    want, _ = attention_numpy(attention_numpy(q, k, v, 0.35, False, mask)[0].astype(np.float32), k, v, 0.35, False,
+                              mask)
+    np.testing.assert_allclose(byteir_core.load(art)(q, k, v, mask), want, rtol=1e-4, atol=1e-5)

@@ -213,6 +213,53 @@ def test_clusters_respect_a_backends_op_limit():
                                                          ("lib", ["a4"])]
 
 
+def test_a_cluster_joins_the_cluster_it_reads_across_other_backends():
+    """A run split by another backend's op moves up into the cluster of its backend it reads from, when it reads
+    nothing computed in between; library-call clusters (starts) and lone views stay as they are."""
+    from byteir_core.compiler.partition import merge_consumer_clusters
+
+    reads = {"a2": ["a1"], "g1": ["a2"], "c1": ["a2"], "c2": ["c1"], "g2": ["c2"], "d1": ["g2", "a1"],
+             "r1": ["d1"], "e1": ["r1"]}
+    clusters = [("gen", ["a1", "a2"]), ("lib", ["g1"]), ("gen", ["c1", "c2"]), ("lib", ["g2"]), ("gen", ["d1"]),
+                ("gen", ["r1"]), ("gen", ["e1"])]
+    merged = merge_consumer_clusters(clusters, lambda op: reads.get(op, []), is_view=lambda ops: ops == ["r1"])
+    # c1, c2 read only a2: up into the first cluster; d1 reads g2, so it stays after it; e1 reads the view r1
+    assert merged == [("gen", ["a1", "a2", "c1", "c2"]), ("lib", ["g1"]), ("lib", ["g2"]), ("gen", ["d1"]),
+                      ("gen", ["r1"]), ("gen", ["e1"])]
+    limited = merge_consumer_clusters(clusters, lambda op: reads.get(op, []), {"gen": 3})  # 2 + 2 > 3
+    assert limited[:3] == [("gen", ["a1", "a2"]), ("lib", ["g1"]), ("gen", ["c1", "c2"])]
+    started = merge_consumer_clusters(clusters, lambda op: reads.get(op, []), starts=lambda op, b: op == "a1")
+    assert started[0] == ("gen", ["a1", "a2"]) and ("gen", ["c1", "c2"]) in started
+
+
+def test_elementwise_work_around_a_product_is_one_kernel():
+    """The SwiGLU backward pattern: ``dot(dy * silu(g), w)`` splits the elementwise ops in program order, yet the
+    ones after it do not read the product. They land in the first kernel, which then writes only what the
+    products and the return read: not the sigmoid or ``dy * u`` for a second kernel to read back."""
+    text = func("%g: tensor<16x32xf32>, %u: tensor<16x32xf32>, %dy: tensor<16x32xf32>, %w: tensor<32x8xf32>",
+                "tensor<16x8xf32>, tensor<16x32xf32>", """
+  %s = stablehlo.logistic %g : tensor<16x32xf32>
+  %silu = stablehlo.multiply %g, %s : tensor<16x32xf32>
+  %a = stablehlo.multiply %dy, %silu : tensor<16x32xf32>
+  %du = stablehlo.multiply %dy, %u : tensor<16x32xf32>
+  %p = stablehlo.dot_general %a, %w, contracting_dims = [1] x [0] : (tensor<16x32xf32>, tensor<32x8xf32>) -> tensor<16x8xf32>
+  %t = stablehlo.multiply %du, %s : tensor<16x32xf32>
+  %one = stablehlo.constant dense<1.0> : tensor<16x32xf32>
+  %q = stablehlo.subtract %one, %s : tensor<16x32xf32>
+  %dg = stablehlo.multiply %t, %q : tensor<16x32xf32>
+  return %p, %dg : tensor<16x8xf32>, tensor<16x32xf32>""")
+    art = byteir_core.compile(text, target="cpu")
+    computes = [c for c in art.report["clusters"] if c.get("callee")]
+    assert [c["backend"] for c in computes] == ["cpu", "cpu_blas"], computes
+    rng = np.random.default_rng(0)
+    g, u, dy = (rng.standard_normal((16, 32)).astype(np.float32) for _ in range(3))
+    w = rng.standard_normal((32, 8)).astype(np.float32)
+    p, dg = byteir_core.load(art).run(g, u, dy, w)
+    s = 1 / (1 + np.exp(-g))
+    np.testing.assert_allclose(p, (dy * g * s) @ w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dg, dy * u * s * (1 - s), rtol=1e-5, atol=1e-6)
+
+
 def test_transposed_weight_is_folded_into_a_weight_in_kernel_layout():
     w = np.arange(64 * 48, dtype=np.float32).reshape(64, 48) / 100  # 12 KiB: beyond interpreter folding size
     text = func("%x: tensor<2x48xf32>", "tensor<2x64xf32>", f"""

@@ -244,4 +244,9 @@ def decompose(module, should=lambda op, name: True) -> list[str]:
             op.erase()
             done.append(name)
     run_pipeline(module, "inline,symbol-dce,canonicalize,cse")
+    # CSE has just merged the decompositions' constant broadcasts (each attention's -inf and scale tensors) into
+    # one op shared by all: copied back next to each user, so no cluster writes them out for another to read.
+    from .simplify import rematerialize_broadcasts
+
+    rematerialize_broadcasts(module)
     return done

@@ -26,8 +26,8 @@ from ..mlir import capture_diagnostics, diagnostics_to_text, ir, new_context, ru
 from ..plugins import Registry, get_registry
 from .memplan import plan_memory
 from .outline import outline, used_values
-from .partition import (check_target, fallback_chain, form_clusters, location_of, missing_distribution,
-                        ops_per_backend, partition_by_capability, target_device)
+from .partition import (check_target, fallback_chain, form_clusters, location_of, merge_consumer_clusters,
+                        missing_distribution, ops_per_backend, partition_by_capability, target_device)
 
 #: Constants bigger than this (and not splats) become weights: arguments of the entry function whose values
 #: travel in the artifact, instead of being copied into every cluster that uses them.
@@ -365,9 +365,13 @@ def _lower_to_byre(module, target: str, registry: Registry, stages: _Stages) -> 
     small_consts = {op for op in body if op.name == "stablehlo.constant" and op not in weights_ops}
     compute_ops = [op for op in body if op.name != "stablehlo.constant"]
     part = partition_by_capability(compute_ops, target, registry)
-    clusters = form_clusters(compute_ops, part.assignment,
-                             {n: b.max_cluster_ops for n, b in registry.backends.items()},
-                             starts=lambda op, b: registry.backends[b].starts_cluster(op))
+    max_ops = {n: b.max_cluster_ops for n, b in registry.backends.items()}
+    starts = lambda op, b: registry.backends[b].starts_cluster(op)  # noqa: E731
+    clusters = form_clusters(compute_ops, part.assignment, max_ops, starts=starts)
+    in_body = set(compute_ops)
+    clusters = merge_consumer_clusters(
+        clusters, lambda op: [o for o in map(_owner_op, used_values(op)) if o in in_body], max_ops, starts=starts,
+        is_view=lambda ops: len(ops) == 1 and ops[0].name == "stablehlo.reshape")
 
     # Entry signature: inputs, outputs, weights. Arguments live on the target's device, weights on the device
     # of their first consumer (placed when a cluster first reads them).

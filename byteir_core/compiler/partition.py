@@ -191,6 +191,47 @@ def form_clusters(ops, assignment: dict, max_ops: dict[str, int | None] | None =
     return clusters
 
 
+def merge_consumer_clusters(clusters: list[tuple[str, list]], producers, max_ops: dict[str, int | None] | None = None,
+                            starts=None, is_view=None) -> list[tuple[str, list]]:
+    """Clusters of :func:`form_clusters` joined across other backends' clusters when nothing between them is in
+    the way: a cluster that reads values another cluster of its backend computes, and reads nothing computed
+    after that cluster, moves up into it.
+
+    Program order splits a backward graph's elementwise work at every GEMM: in a SwiGLU backward the ops after
+    ``dot(dY * silu(g), W)`` do not use that product, yet the run stopped at it, and the first kernel wrote out
+    the gate, its sigmoid and ``dY * up`` for the second to read back. Joined, they are one kernel with the two
+    results the GEMMs need. ``producers(op)`` lists the ops whose results ``op`` reads; a cluster holding an op
+    that ``starts(op, backend)`` (a library call with its epilogue) and ``is_view(ops)`` clusters (a lone
+    reshape: an alias, no kernel) are neither moved nor joined; ``max_ops`` caps the size as in
+    :func:`form_clusters`. Dependencies keep their order: the moved ops only read what is computed by then."""
+    max_ops = max_ops or {}
+    out: list[tuple[str, list]] = []
+    where: dict = {}  # op -> index of its cluster in ``out``
+    frozen: list[bool] = []  # clusters nothing joins
+
+    def fixed(b, ops):
+        return (is_view is not None and is_view(ops)) or (starts is not None and any(starts(o, b) for o in ops))
+
+    for b, ops in clusters:
+        mine = set(ops)
+        read = {where[p] for op in ops for p in producers(op) if p not in mine and p in where}
+        target = None
+        if read and not fixed(b, ops):
+            limit = max_ops.get(b)
+            j = max(read)  # the last cluster it reads from: it cannot move above that one
+            if out[j][0] == b and not frozen[j] and (limit is None or len(out[j][1]) + len(ops) <= limit):
+                target = j
+        if target is None:
+            out.append((b, list(ops)))
+            frozen.append(fixed(b, ops))
+            target = len(out) - 1
+        else:
+            out[target][1].extend(ops)
+        for op in ops:
+            where[op] = target
+    return out
+
+
 def _read_only_elsewhere(op, backend: str, assignment: dict) -> bool:
     users = [getattr(u.owner, "operation", u.owner) for u in op.results[0].uses]
     return bool(users) and all(assignment.get(u, None) != backend for u in users)

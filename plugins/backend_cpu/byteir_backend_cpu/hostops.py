@@ -435,8 +435,12 @@ class CpuHostOpsBackend(Backend):
                 if const.name != "stablehlo.constant":
                     raise ValueError(f"cpu_host: unexpected producer {const.name} in a one-op cluster")
                 t = ir.RankedTensorType(v.type)
-                sources.append(["constant", len(constants), str(t.element_type), list(t.shape)])
-                constants.append(_constant_bytes(const, t))
+                # A splat (a scatter's zero-filled operand: an embedding's gradient) travels as one element and
+                # is read as a broadcast view: no megabytes in the artifact, no copy of them at every call.
+                splat = ir.DenseElementsAttr(const.attributes["value"]).is_splat and len(t.shape) > 0
+                sources.append(["splat" if splat else "constant", len(constants), str(t.element_type),
+                                list(t.shape)])
+                constants.append(_constant_bytes(const, t, one=splat))
         plan["operands"] = sources
         results = list(block.operations)[-1].operation.operands
         plan["results"] = [_arg_index(v, list(op.results)) for v in results]
@@ -448,10 +452,11 @@ class CpuHostOpsBackend(Backend):
         return CompiledCluster(_CALLEES[plan["op"]], kernel, {"plan": json.dumps(plan)})
 
 
-def _constant_bytes(const, t) -> bytes:
+def _constant_bytes(const, t, one: bool = False) -> bytes:
+    """The constant's values, or with ``one`` (a splat) its one value."""
     attr = ir.DenseElementsAttr(const.attributes["value"])
     elem = str(t.element_type)
-    shape = tuple(t.shape)
+    shape = () if one else tuple(t.shape)
     n = int(np.prod(shape, dtype=np.int64))
     if elem == "bf16":  # bf16 attributes have no buffer protocol (nor element access): read the printed form
         a = _bf16_from_text(str(attr), n)
@@ -502,6 +507,9 @@ class CpuHostOpsProvider(Provider):
             for s in sources:
                 if s[0] == "constant":
                     constants[s[1]] = np.frombuffer(raw[f"c{s[1]}"].tobytes(), to_numpy(s[2])).reshape(s[3])
+                elif s[0] == "splat":
+                    one = np.frombuffer(raw[f"c{s[1]}"].tobytes(), to_numpy(s[2])).reshape(())
+                    constants[s[1]] = np.broadcast_to(one, tuple(s[3]))
         fn = {SORT: run_sort, SCATTER: run_scatter, SELECT_AND_SCATTER: run_select_and_scatter}[callee]
         n_results = len(result_of_output)
 

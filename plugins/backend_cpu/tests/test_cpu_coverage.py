@@ -777,6 +777,25 @@ def test_scatter_with_constant_indices_and_updates():
     check(text, [random((4, 3), "bf16")], ["stablehlo.scatter"])
 
 
+@pytest.mark.parametrize("dtype,value", [("f32", "0.0"), ("bf16", "1.5"), ("i32", "-2")])
+def test_scatter_into_a_splat_constant(dtype, value):
+    """An embedding's gradient: row updates added into a zero-filled table. The splat travels as its one value
+    (not the whole table in the artifact) and is read as a broadcast: the result is the same as the reference's."""
+    t, it, ut, s = ty((512, 64), dtype), ty((6, 1), "i64"), ty((6, 64), dtype), ty((), dtype)
+    text = f"""func.func @main(%i: {it}, %u: {ut}) -> {t} {{
+  %x = stablehlo.constant dense<{value}> : {t}
+  %r = "stablehlo.scatter"(%x, %i, %u) ({{
+    ^bb0(%a: {s}, %b: {s}):
+      %c = stablehlo.add %a, %b : {s}
+      stablehlo.return %c : {s}
+  }}) {{scatter_dimension_numbers = #stablehlo.scatter<{ROWS}>, indices_are_sorted = false, unique_indices = false}} : ({t}, {it}, {ut}) -> {t}
+  return %r : {t}
+}}"""
+    idx = np.array([[7], [0], [7], [511], [600], [3]], np.int64)  # 600 is out of range: skipped
+    check(text, [idx, random((6, 64), dtype)], ["stablehlo.scatter"])
+    assert len(byteir_core.compile(text, target="cpu").to_bytes()) < 32 * 1024  # the table is 64-128 KiB
+
+
 def test_scatter_computations_not_recognized_fall_back():
     text = scatter_program((6, 4), (3, 1), (3, 4), "f32", "i32", ROWS, "add").replace(
         "%c = stablehlo.add %a, %b : tensor<f32>",

@@ -61,7 +61,32 @@ def decomposition_table() -> dict:
             table.setdefault(op, torch_table[op])
     table[torch.ops.aten.convolution_backward.default] = _grouped_convolution_backward
     table[torch.ops.aten.slice_scatter.default] = _slice_scatter_as_concatenate
+    table[torch.ops.aten.scatter.value] = _one_hot_scatter
+    table[torch.ops.aten.scatter.src] = _one_hot_scatter
     return table
+
+
+def _one_hot_scatter(inp, dim, index, src):
+    """``scatter`` that writes one element per row (index of length 1 along ``dim``, as wide as the input
+    elsewhere: cross-entropy's backward, one-hot targets) as ``where(iota == index, src, inp)``: elementwise, so
+    it fuses with what reads it. torch-mlir makes a general scatter of it, a host kernel that copies the whole
+    input to write one element per row. Indices out of range select nothing, as the scatter skips them."""
+    if any(not isinstance(d, int) for d in (*inp.shape, *index.shape)) or inp.dim() == 0:
+        return NotImplemented
+    dim = dim % inp.dim()
+    if index.dim() != inp.dim() or index.shape[dim] != 1 or any(
+            index.shape[d] != inp.shape[d] for d in range(inp.dim()) if d != dim):
+        return NotImplemented
+    if isinstance(src, torch.Tensor):
+        if src.dim() != inp.dim() or any(src.shape[d] < index.shape[d] for d in range(inp.dim())):
+            return NotImplemented
+        src = src[tuple(slice(0, n) for n in index.shape)].to(inp.dtype)
+    else:
+        src = torch.scalar_tensor(src, dtype=inp.dtype)
+    shape = [1] * inp.dim()
+    shape[dim] = inp.shape[dim]
+    positions = torch.arange(inp.shape[dim], dtype=index.dtype).view(shape)
+    return torch.where(positions == index, src, inp)
 
 
 def _slice_scatter_as_concatenate(inp, src, dim=0, start=None, end=None, step=1):

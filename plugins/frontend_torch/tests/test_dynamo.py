@@ -402,6 +402,38 @@ def test_gradients_are_handed_to_autograd_not_copied():
             gc.enable()
 
 
+def test_cross_entropy_backward_writes_its_one_hot_without_a_scatter():
+    """Cross-entropy's backward scatters -1 into a zero tensor, one element per row: that is a select against
+    an iota, fused into the softmax gradient, not a host scatter copying the whole logits-sized tensor. Rows
+    with the ignored index (-100) get no gradient, as in eager; scatter with a tensor source works alike."""
+    torch.manual_seed(0)
+    log = _new_compiles()
+
+    def loss(x, t):
+        return torch.nn.functional.cross_entropy(x * 2, t)
+
+    x, t = torch.randn(6, 10, requires_grad=True), torch.randint(0, 10, (6,))
+    t[2] = -100
+    compiled = torch.compile(loss, backend="byteir")
+    got = compiled(x, t)
+    got.backward()
+    g, x.grad = x.grad, None
+    want = loss(x, t)
+    want.backward()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g, x.grad, rtol=1e-5, atol=1e-6)
+    backward = [e for e in log() if e["kind"] == "backward"]
+    assert backward and all("stablehlo.scatter" not in ops for e in backward
+                            for ops in e["report"]["ops_per_backend"].values())
+
+    def scatters(x, i, s):
+        return torch.scatter(x, 1, i, s) * 2, torch.scatter(x, 0, torch.tensor([[3, 0, 1, 2, 2, 0]]), 3.5)
+
+    x, i, s = torch.randn(4, 6), torch.tensor([[5], [0], [2], [5]]), torch.randn(4, 3)
+    for a, b in zip(torch.compile(scatters, backend="byteir")(x, i, s), scatters(x, i, s)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_a_linear_layers_backward_has_no_transposes():
     """PyTorch writes a Linear's gradients with transposes around the products ((dy.T @ x).T, w.T.T): they
     cancel or fold into the products, so no weight-sized tensor is transposed at every step."""
