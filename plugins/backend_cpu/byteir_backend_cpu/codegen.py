@@ -554,14 +554,20 @@ def target_cpu() -> tuple[str, str, tuple[str, ...]]:
     """(LLVM CPU name, feature string, ISA flags the code may use) for the kernels: ``BYTEIR_CPU`` (set by
     ``byteir compile --cpu``) names an LLVM CPU (``x86-64-v3`` = AVX2, ``x86-64-v4`` = AVX-512, ``znver4``,
     ``skylake-avx512`` ...); the default ``native`` is the compiling machine's CPU and all its features."""
-    llvm = _llvmlite()
     name = os.environ.get("BYTEIR_CPU", "native").strip() or "native"
     if name == "native":
-        feats = llvm.get_host_cpu_features()
-        on = {k for k, v in feats.items() if v}
-        return llvm.get_host_cpu_name(), feats.flatten(), tuple(c for f, c in ISA_FLAGS.items() if f in on)
+        return _native_cpu()
     _check_cpu_name(name)
     return name, "", tuple(LEVEL_ISA.get(name, ()))
+
+
+@lru_cache(maxsize=1)
+def _native_cpu() -> tuple[str, str, tuple[str, ...]]:
+    """The compiling machine's CPU, asked once: LLVM's host feature query took ~20 ms a kernel."""
+    llvm = _llvmlite()
+    feats = llvm.get_host_cpu_features()
+    on = {k for k, v in feats.items() if v}
+    return llvm.get_host_cpu_name(), feats.flatten(), tuple(c for f, c in ISA_FLAGS.items() if f in on)
 
 
 _PROBE = """import sys, llvmlite.binding as llvm
