@@ -46,6 +46,14 @@ _ON_THE_HOST = "this argument lives on the host: copy it there first (torch: x.c
 def _from_torch(x) -> np.ndarray:
     import torch
 
+    if x.dtype is not torch.bfloat16:
+        # The common case, a dense CPU tensor: Tensor.numpy() is the zero-copy view DLPack gives, in a quarter of
+        # the time (1.2 against 4.2 us; a training step binds ~90 tensors). It refuses what it cannot view (on a
+        # GPU, sparse, conjugate or negative bit, a dtype NumPy lacks): those take the checks below.
+        try:
+            return x.detach().numpy()
+        except (TypeError, RuntimeError):
+            pass
     if x.device.type != "cpu":
         raise _Unreadable(f"a torch tensor on {x.device}", _ON_THE_HOST)
     if x.layout != torch.strided:
