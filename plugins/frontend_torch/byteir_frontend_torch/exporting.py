@@ -292,6 +292,7 @@ def prepare(prog: torch.export.ExportedProgram, options: dict) -> tuple[torch.ex
     stats["normalize-slices"] = fx_passes.normalize_slices(gm)
     if "simplify-views" in wanted:
         stats["simplify-views"] = fx_passes.simplify_views(gm)
+        stats["gather-before-arithmetic"] = fx_passes.gather_before_arithmetic(gm)
     if "fold-constants" in wanted:
         stats["fold-constants"] = fx_passes.fold_constants(gm, fx_passes.program_constants(prog))
     return prog, stats
@@ -312,6 +313,7 @@ def to_stablehlo(model, example_inputs, options: dict, context):
         with quiet_torch():
             stats = {"normalize-slices": fx_passes.normalize_slices(model.gm),
                      "simplify-views": fx_passes.simplify_views(model.gm),
+                     "gather-before-arithmetic": fx_passes.gather_before_arithmetic(model.gm),
                      "fold-constants": fx_passes.fold_constants(model.gm, {})}
             return import_graph(model.gm, context)
 

@@ -237,6 +237,47 @@ def simplify_views(gm: GraphModule) -> int:
     return count
 
 
+def gather_before_arithmetic(gm: GraphModule) -> int:
+    """``gather(p - q, dim, idx)`` -> ``gather(p, dim, idx) - q`` (and ``+``) when ``q`` has size 1 along ``dim``
+    and broadcasts to ``idx``'s shape: the same float operations on the elements gathered, instead of a whole
+    ``p``-sized tensor computed for a gather to pick a few. Cross-entropy's forward is ``gather(x - max - lse)``:
+    it wrote the 4 MB log-softmax of a 256 x 4000 logits tensor to read 256 values of it."""
+    graph, count = gm.graph, 0
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if node.op != "call_function" or node.target != aten.gather.default or node.kwargs.get("sparse_grad"):
+                continue
+            x, dim, idx = node.args[:3]
+            if not (isinstance(x, Node) and isinstance(idx, Node) and x.op == "call_function"
+                    and x.target in (aten.sub.Tensor, aten.add.Tensor) and not x.kwargs and len(x.args) == 2):
+                continue
+            p, q = x.args
+            xs, ps, qs, ids = _shape(x), _shape(p), _shape(q), _shape(idx)
+            if None in (xs, ps, qs, ids) or ps != xs or len(qs) != len(xs) or len(ids) != len(xs):
+                continue
+            d = dim % len(xs)
+            if qs[d] != 1 or any(a not in (1, b) for a, b in zip(qs, ids)):
+                continue
+            pv, iv = _val(p), _val(idx)
+            if _val(q).dtype != pv.dtype or _val(node).dtype != pv.dtype:
+                continue
+            with graph.inserting_before(node):
+                picked = graph.call_function(aten.gather.default, (p, dim, idx))
+                picked.meta["val"] = aten.gather.default(pv, dim, iv)
+                out = graph.call_function(x.target, (picked, q))
+            _set_meta(out, node)
+            node.replace_all_uses_with(out)
+            graph.erase_node(node)
+            count += 1
+            changed = True
+    if count:
+        graph.eliminate_dead_code()
+        gm.recompile()
+    return count
+
+
 # ---- constants -----------------------------------------------------------------------------------------------
 
 #: Never fold these (side effects, randomness, or not functional).

@@ -207,3 +207,26 @@ def test_strided_slice_scatter_is_left_to_torch_mlir():
 
     x, src = torch.randn(6), torch.randn(3)
     assert _slice_scatter_as_concatenate(x, src, 0, 0, 6, 2) is NotImplemented
+
+
+def test_gather_moves_before_the_row_arithmetic_it_picks_from():
+    """Cross-entropy's forward gathers one log-probability per row from ``x - max - lse``: the gather moves to
+    ``x`` and the row terms are subtracted from the gathered values, the same float operations, so nothing
+    logits-sized is computed for it; a gather from a full-size difference stays."""
+
+    def nll(x, t, y):
+        m = torch.amax(x, 1, keepdim=True)
+        shifted = x - m
+        lse = torch.log(torch.sum(torch.exp(shifted), 1, keepdim=True))
+        picked = torch.gather(shifted - lse, 1, t.unsqueeze(1))
+        other = torch.gather(x - y, 1, t.unsqueeze(1))  # y is full-size: not moved
+        return picked, other
+
+    x, y, t = torch.randn(6, 10), torch.randn(6, 10), torch.randint(0, 10, (6,))
+    gm = make_fx(nll, tracing_mode="fake")(x, t, y)
+    want = nll(x, t, y)
+    assert fx_passes.gather_before_arithmetic(gm) == 2
+    gathers = [n for n in gm.graph.nodes if n.target == aten.gather.default]
+    assert sorted(g.args[0].name for g in gathers) == sorted(["x_1", "sub_2"]), [g.args[0] for g in gathers]
+    for got, w in zip(gm(x, t, y), want):
+        assert torch.equal(got, w)
