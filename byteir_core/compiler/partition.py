@@ -215,15 +215,16 @@ def merge_consumer_clusters(clusters: list[tuple[str, list]], producers, max_ops
     for b, ops in clusters:
         mine = set(ops)
         read = {where[p] for op in ops for p in producers(op) if p not in mine and p in where}
+        is_fixed = fixed(b, ops)
         target = None
-        if read and not fixed(b, ops):
+        if read and not is_fixed:
             limit = max_ops.get(b)
             j = max(read)  # the last cluster it reads from: it cannot move above that one
             if out[j][0] == b and not frozen[j] and (limit is None or len(out[j][1]) + len(ops) <= limit):
                 target = j
         if target is None:
             out.append((b, list(ops)))
-            frozen.append(fixed(b, ops))
+            frozen.append(is_fixed)
             target = len(out) - 1
         else:
             out[target][1].extend(ops)

@@ -4,7 +4,7 @@ The kernel is ``void _mlir_ciface_main(Memref *in0, ..., Memref *out0, ...)``: r
 (``buffer-results-to-out-params``), so the kernel writes straight into the runtime's buffers.
 MLIR translates the LLVM dialect to LLVM IR; llvmlite's LLVM optimizes it for the target CPU (``BYTEIR_CPU``,
 default the compiling machine's: AVX-512/AVX2 as it has them) with the loop and SLP vectorizers, vector math
-going to glibc's libmvec; the object is linked by the system C compiler into a shared object that the
+going to glibc's libmvec (f32 exp to an inlined polynomial); the object is linked by the system C compiler into a shared object that the
 provider loads with ctypes: no JIT at load time. The ISA extensions the code may use travel with the kernel
 and the provider refuses to load it on a CPU without them; beyond libc, libm, libmvec and the OpenMP runtime
 the kernel calls only what it carries (:mod:`.portability`).
@@ -13,6 +13,7 @@ the kernel calls only what it carries (:mod:`.portability`).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import os
 import re
@@ -645,7 +646,8 @@ def object_from_llvm_ir(text: str, unroll: int | None = None) -> tuple[bytes, tu
 
 def _object_from_llvm_ir(text: str) -> tuple[bytes, tuple[str, ...]]:
     """(object code, ISA flags it may use) from LLVM IR in llvmlite's dialect: llvmlite's LLVM optimizes it for
-    :func:`target_cpu` (O3 with loop and SLP vectorization), vector math becomes libmvec calls, the conversion
+    :func:`target_cpu` (O3 with loop and SLP vectorization), vector math becomes libmvec calls or inlined code
+    (:func:`_vector_math_calls`), the conversion
     helpers the CPU may need are added, and the object is position-independent. It works in an LLVM context of
     its own; :func:`object_from_llvm_ir` runs one at a time (the unroll threshold is a global option)."""
     llvm = _llvmlite()
@@ -663,7 +665,7 @@ def _object_from_llvm_ir(text: str) -> tuple[bytes, tuple[str, ...]]:
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(mod, pb)
     text = str(mod)
-    vector_math = _to_libmvec(text, isa)
+    vector_math = _vector_math_calls(text, isa)
     if vector_math is not text:
         mod = llvm.parse_assembly(vector_math, context=context)
         if "@byteir_expf_v" in vector_math:  # inline the exp polynomials into the vector loops
@@ -686,7 +688,7 @@ def _i1_memory_as_bytes(text: str) -> str:
     mask bit by bit (five instructions a byte: a masked softmax spent a third of its time there)."""
     if "load i1," not in text and "store i1 " not in text:
         return text
-    n = iter(range(1 << 62))
+    n = itertools.count()
 
     def load(mo):
         k = next(n)
@@ -706,7 +708,7 @@ _VECTOR_MATH = re.compile(r"@llvm\.(exp|log|sin|cos|tan|tanh|exp2|exp10|log2|log
 _ISA = {128: "b", 256: "d", 512: "e"}
 
 
-def _to_libmvec(text: str, isa: tuple[str, ...]) -> str:
+def _vector_math_calls(text: str, isa: tuple[str, ...]) -> str:
     """Vectorized math intrinsics (``llvm.exp.v16f32`` ...) as calls to glibc's libmvec (``_ZGVeN16v_logf``):
     LLVM would otherwise split each into scalar calls. llvmlite's LLVM offers no ``-vector-library`` switch, so
     the vectorizer's output is rewritten by name; a width or function libmvec lacks, or an ISA the target CPU

@@ -292,7 +292,7 @@ def prepare(prog: torch.export.ExportedProgram, options: dict) -> tuple[torch.ex
     stats["normalize-slices"] = fx_passes.normalize_slices(gm)
     if "simplify-views" in wanted:
         stats["simplify-views"] = fx_passes.simplify_views(gm)
-        stats["gather-before-arithmetic"] = fx_passes.gather_before_arithmetic(gm)
+    stats["gather-before-arithmetic"] = fx_passes.gather_before_arithmetic(gm)
     if "fold-constants" in wanted:
         stats["fold-constants"] = fx_passes.fold_constants(gm, fx_passes.program_constants(prog))
     return prog, stats
